@@ -1,0 +1,57 @@
+# livewidget: the PostgreSQL extension (PGXS) and the bridge daemon.
+#
+#   make                 build the extension and bridge/livewidget-bridge
+#   make install         install both (PREFIX=/usr/local for the bridge)
+#   make installcheck    pg_regress against the server in PG* variables
+#   make format-check    the mechanical part of the house style
+#
+# The version lives here, in livewidget.control and in META.json; the
+# "version-check" target fails when they disagree.
+
+EXTENSION = livewidget
+EXTVERSION = 0.1.0
+
+MODULE_big = livewidget
+OBJS = extension/livewidget.o
+DATA = $(wildcard extension/livewidget--*.sql)
+PGFILEDESC = "livewidget - live dashboard-widget buffers"
+
+REGRESS = setup buffer notify samples
+REGRESS_OPTS = --inputdir=. --dbname=livewidget_regress
+
+PG_CPPFLAGS = -I$(srcdir)/extension
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+PREFIX ?= /usr/local
+
+all: bridge
+
+.PHONY: bridge install-bridge clean-bridge format-check version-check
+
+bridge:
+	$(MAKE) -C bridge
+
+install: install-bridge
+
+install-bridge: bridge
+	$(MAKE) -C bridge install PREFIX=$(PREFIX)
+
+clean: clean-bridge
+
+clean-bridge:
+	$(MAKE) -C bridge clean
+
+# Lines over 100 columns outside strings, '//' comments and spaces used
+# for indentation in C files.
+format-check:
+	@./test/format-check
+
+version-check:
+	@grep -q "default_version = '$(EXTVERSION)'" livewidget.control || \
+		{ echo "livewidget.control does not say $(EXTVERSION)"; exit 1; }
+	@grep -q '"version": "$(EXTVERSION)"' META.json || \
+		{ echo "META.json does not say $(EXTVERSION)"; exit 1; }
+	@test -f extension/livewidget--$(EXTVERSION).sql || \
+		{ echo "extension/livewidget--$(EXTVERSION).sql is missing"; exit 1; }
