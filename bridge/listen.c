@@ -285,6 +285,9 @@ static const char *const query_sql[] = {
 	" 'sensor_type', sensor_type, 'max_samples', max_samples)"
 	" ORDER BY widget_id), '[]')::text"
 	" FROM livewidget.tracked_variable WHERE dashboard_uuid = $1::uuid",
+	[DBQ_LAST_SEQ] =
+	"SELECT coalesce(max(seq), 0)::text FROM livewidget.widget_sample"
+	" WHERE widget_id = $1",
 };
 
 static const char *const query_name[] = {
@@ -294,6 +297,7 @@ static const char *const query_name[] = {
 	[DBQ_SAMPLES_JSON] = "samples",
 	[DBQ_SAMPLES_AFTER] = "samples after",
 	[DBQ_WIDGETS_LIST] = "widgets list",
+	[DBQ_LAST_SEQ] = "last seq",
 };
 
 static void

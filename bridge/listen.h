@@ -32,7 +32,8 @@ typedef enum DbQuery
 	DBQ_WIDGET_DASHBOARD,		/* arg0: widget id -> dashboard uuid */
 	DBQ_SAMPLES_JSON,			/* arg0: dashboard, arg1: widget -> array */
 	DBQ_SAMPLES_AFTER,			/* arg0: widget, arg1: seq -> object */
-	DBQ_WIDGETS_LIST			/* arg0: dashboard -> array */
+	DBQ_WIDGETS_LIST,			/* arg0: dashboard -> array */
+	DBQ_LAST_SEQ				/* arg0: widget -> newest buffered seq */
 } DbQuery;
 
 typedef enum DbStatus
