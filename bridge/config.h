@@ -15,6 +15,7 @@
 #define LW_CONFIG_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 typedef enum LogLevel
 {
@@ -55,10 +56,26 @@ extern int	config_load(Config *cfg, int argc, char **argv);
 extern void config_free(Config *cfg);
 
 /*
- * Read a secret file (password, JWT secret): its whole content with one
- * trailing newline removed.  Returns a malloc'd buffer and its length, or
- * NULL with errno set.
+ * Reread every source (on SIGHUP).  Keys marked reloadable (log_level) are
+ * applied to cfg and to the log; a changed key that is not reloadable is
+ * logged as needing a restart.  Returns 0, or -1 with cfg untouched when
+ * the new configuration is invalid (the message went to stderr).
  */
+extern int	config_reload(Config *cfg, int argc, char **argv);
+
+/*
+ * Read a secret file (password, JWT secret): its whole content with one
+ * trailing newline removed, NUL-terminated.  Returns a malloc'd buffer and
+ * its length, or NULL with errno set (EFBIG beyond CONFIG_SECRET_MAX).
+ */
+#define CONFIG_SECRET_MAX	65536
 extern char *config_read_secret(const char *path, size_t *len);
+
+/*
+ * Split a "listen" value ("127.0.0.1:8080", "[::1]:8080", "localhost:80")
+ * into host (brackets removed) and port.  Returns 0, or -1 if malformed.
+ */
+extern int	config_split_listen(const char *value, char *host, size_t hostlen,
+								int *port);
 
 #endif							/* LW_CONFIG_H */
