@@ -15,7 +15,7 @@ import time
 import paho.mqtt.client as mqtt
 import pytest
 
-from conftest import ROOT
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 REPLAY = os.path.join(ROOT, "demo", "replay")
 HEADER = ("Date,Time,CO_GT,PT08_S1_CO,NMHC_GT,C6H6_GT,PT08_S2_NMHC,NOx_GT,"
@@ -288,3 +288,16 @@ def test_sigint_stops_after_every_publish_is_acknowledged(broker, tmp_path):
         sub.close()
     # Every message the broker acknowledged reached the subscriber.
     assert len(got) == multi + ref
+
+
+def test_prefill_sends_leading_rows_at_once_then_paces(broker, tmp_path):
+    creds = write_credentials(broker, tmp_path / "creds")
+    began = time.monotonic()
+    result = run_replay("--mqtt-url", "mqtt://127.0.0.1:%d" % broker["port"],
+                        "--credentials", creds, "--speed", "3600",
+                        "--prefill", "4", "--limit", "6")
+    elapsed = time.monotonic() - began
+    assert result.returncode == 0, result.stderr
+    # Rows 1-4 at once, then rows 5 and 6 one recorded hour (a second)
+    # apart: about one second in all, where pacing all would take five.
+    assert 1.0 <= elapsed < 3.5
