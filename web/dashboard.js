@@ -157,7 +157,10 @@ function showSamples(card, samples) {
  * y scaled to the samples' own range.  A flat series sits mid-height.
  */
 function drawChart(svg, samples) {
+  /* The drawn range, also for automated checks of the page. */
   svg.dataset.points = String(samples.length);
+  svg.dataset.oldest = samples.length ? samples[0].timestamp : '';
+  svg.dataset.newest = samples.length ? samples[samples.length - 1].timestamp : '';
   const line = svg.querySelector('.line');
   const dot = svg.querySelector('.last');
   if (samples.length === 0) {

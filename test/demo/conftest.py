@@ -33,7 +33,7 @@ def wait_port(port, timeout=10.0, proc=None):
 
 
 @pytest.fixture
-def broker():
+def secured_broker():
     """Mosquitto on 127.0.0.1 with the demo's logins and ACL.
 
     Yields a dict with the port and the plain-text passwords by user.  Its

@@ -180,6 +180,10 @@ def test_loop_shifts_each_pass_past_the_previous_one(tmp_path):
 
 # Against a real broker ----------------------------------------------------
 
+def mqtt_url(broker):
+    return "mqtt://127.0.0.1:%d" % broker["port"]
+
+
 def write_credentials(broker, path, **override):
     users = dict(broker["users"], **override)
     path.write_text("".join("%s:%s\n" % (u, p) for u, p in users.items()
@@ -215,12 +219,12 @@ class Subscriber:
         self.client.loop_stop()
 
 
-def test_rows_reach_the_broker_on_each_device_topic(broker, tmp_path):
-    sub = Subscriber(broker)
+def test_rows_reach_the_broker_on_each_device_topic(secured_broker, tmp_path):
+    sub = Subscriber(secured_broker)
     try:
-        creds = write_credentials(broker, tmp_path / "creds")
+        creds = write_credentials(secured_broker, tmp_path / "creds")
         result = run_replay("--mqtt-url", "mqtt://127.0.0.1:%d" %
-                            broker["port"], "--credentials", creds,
+                            secured_broker["port"], "--credentials", creds,
                             "--no-pace", "--limit", "5")
         assert result.returncode == 0, result.stderr
         assert "5 rows" in result.stderr
@@ -234,10 +238,10 @@ def test_rows_reach_the_broker_on_each_device_topic(broker, tmp_path):
     assert first["readings"][0]["timestamp"] == "2004-03-10T17:00:00Z"
 
 
-def test_pacing_follows_the_speed_factor(broker, tmp_path):
-    creds = write_credentials(broker, tmp_path / "creds")
+def test_pacing_follows_the_speed_factor(secured_broker, tmp_path):
+    creds = write_credentials(secured_broker, tmp_path / "creds")
     began = time.monotonic()
-    result = run_replay("--mqtt-url", "mqtt://127.0.0.1:%d" % broker["port"],
+    result = run_replay("--mqtt-url", mqtt_url(secured_broker),
                         "--credentials", creds, "--speed", "7200",
                         "--limit", "5")
     elapsed = time.monotonic() - began
@@ -246,10 +250,10 @@ def test_pacing_follows_the_speed_factor(broker, tmp_path):
     assert 2.0 <= elapsed < 10.0
 
 
-def test_wrong_password_is_a_clear_error(broker, tmp_path):
-    creds = write_credentials(broker, tmp_path / "creds",
+def test_wrong_password_is_a_clear_error(secured_broker, tmp_path):
+    creds = write_credentials(secured_broker, tmp_path / "creds",
                               **{"aq-reference": "wrong"})
-    result = run_replay("--mqtt-url", "mqtt://127.0.0.1:%d" % broker["port"],
+    result = run_replay("--mqtt-url", mqtt_url(secured_broker),
                         "--credentials", creds, "--no-pace", "--limit", "1")
     assert result.returncode != 0
     assert 'broker refused device "aq-reference"' in result.stderr
@@ -264,13 +268,14 @@ def test_unreachable_broker_is_a_clear_error(tmp_path):
     assert "could not connect to MQTT broker 127.0.0.1:1" in result.stderr
 
 
-def test_sigint_stops_after_every_publish_is_acknowledged(broker, tmp_path):
-    sub = Subscriber(broker)
+def test_sigint_stops_after_every_publish_is_acknowledged(secured_broker,
+                                                         tmp_path):
+    sub = Subscriber(secured_broker)
     try:
-        creds = write_credentials(broker, tmp_path / "creds")
+        creds = write_credentials(secured_broker, tmp_path / "creds")
         proc = subprocess.Popen(
             [sys.executable, REPLAY, "--mqtt-url",
-             "mqtt://127.0.0.1:%d" % broker["port"], "--credentials", creds,
+             mqtt_url(secured_broker), "--credentials", creds,
              "--speed", "36000", "--loop"],
             stderr=subprocess.PIPE, text=True)
         time.sleep(2)
@@ -290,10 +295,11 @@ def test_sigint_stops_after_every_publish_is_acknowledged(broker, tmp_path):
     assert len(got) == multi + ref
 
 
-def test_prefill_sends_leading_rows_at_once_then_paces(broker, tmp_path):
-    creds = write_credentials(broker, tmp_path / "creds")
+def test_prefill_sends_leading_rows_at_once_then_paces(secured_broker,
+                                                      tmp_path):
+    creds = write_credentials(secured_broker, tmp_path / "creds")
     began = time.monotonic()
-    result = run_replay("--mqtt-url", "mqtt://127.0.0.1:%d" % broker["port"],
+    result = run_replay("--mqtt-url", mqtt_url(secured_broker),
                         "--credentials", creds, "--speed", "3600",
                         "--prefill", "4", "--limit", "6")
     elapsed = time.monotonic() - began
