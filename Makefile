@@ -12,12 +12,15 @@ EXTENSION = livewidget
 EXTVERSION = 0.1.0
 
 MODULE_big = livewidget
-OBJS = extension/livewidget.o
+OBJS = extension/livewidget.o extension/sample_json.o extension/buffer.o \
+	extension/track.o extension/samples.o
 DATA = $(wildcard extension/livewidget--*.sql)
 PGFILEDESC = "livewidget - live dashboard-widget buffers"
 
-REGRESS = setup buffer notify samples
+REGRESS = setup buffer track samples privileges
 REGRESS_OPTS = --inputdir=. --dbname=livewidget_regress
+ISOLATION = notify concurrent_writers track_race
+ISOLATION_OPTS = --load-extension=livewidget
 
 PG_CPPFLAGS = -I$(srcdir)/extension
 PG_CONFIG ?= pg_config

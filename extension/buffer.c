@@ -1,0 +1,598 @@
+/*-------------------------------------------------------------------------
+ *
+ * buffer.c
+ *	  The statement trigger that appends new readings to widget buffers.
+ *
+ * livewidget.buffer_readings() fires AFTER INSERT FOR EACH STATEMENT on
+ * livewidget.sensor_data with the transition table "new_readings".  Per
+ * statement, with a fixed number of set-based queries whatever the number
+ * of rows:
+ *
+ *	1. lock the state rows of the widgets fed by the new readings, in
+ *	   widget id order (LW_Q_LOCK_WIDGETS);
+ *	2. read, per widget, the new readings that can end up in its buffer
+ *	   (LW_Q_NEW_SAMPLES), and the oldest samples they may push out
+ *	   (LW_Q_OLDEST_SAMPLES);
+ *	3. decide in C which readings stay and which samples go, number the
+ *	   new samples, write them, delete the pushed-out ones and save the
+ *	   counters (LW_Q_INSERT_SAMPLES, LW_Q_DELETE_SAMPLES,
+ *	   LW_Q_UPDATE_STATES);
+ *	4. notify the new samples.
+ *
+ * Order of samples: by (ts, seq).  Of a new reading and a buffered sample
+ * with the same ts the new reading is the newer; within the statement the
+ * later row is the newer, and it also gets the higher seq.
+ *
+ * Why seq follows commit order: step 1 holds the state row locks until
+ * commit, so a second writer of the same widget waits for the first to
+ * commit, then (READ COMMITTED) reads its counters and samples afresh.
+ *
+ * All memory of a statement lives in one context, deleted at the end or
+ * with the transaction on error.
+ *
+ * extension/buffer.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type_d.h"
+#include "commands/trigger.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+#include "utils/tuplestore.h"
+
+#include "livewidget.h"
+
+PG_FUNCTION_INFO_V1(livewidget_buffer_readings);
+
+/* The transition table name the queries of this file are written for. */
+#define LW_NEW_TABLE_NAME	"new_readings"
+
+/* A reading of the statement that may become a sample. */
+typedef struct NewReading
+{
+	int64		ord;			/* row number within the statement */
+	TimestampTz ts;
+	float8		value;
+	char	   *unit;			/* already cut to LW_UNIT_MAX_BYTES */
+	int64		seq;			/* assigned when it stays in the buffer */
+} NewReading;
+
+/* A buffered sample that new readings may push out. */
+typedef struct OldSample
+{
+	int64		seq;
+	TimestampTz ts;
+} OldSample;
+
+/* One widget fed by the statement, and what happens to its buffer. */
+typedef struct WidgetBuffer
+{
+	char	   *widget_id;
+	int64		last_seq;
+	int32		sample_count;
+	int32		max_samples;
+
+	NewReading *news;			/* oldest first, by (ts, ord) */
+	int			nnew;
+	int			newcap;
+
+	OldSample  *olds;			/* oldest first, by (ts, seq) */
+	int			nold;
+	int			oldwanted;		/* how many olds were asked for */
+
+	int			dropped_old;	/* olds[0 .. dropped_old) leave */
+	NewReading **kept;			/* readings that stay, in seq order */
+	int			nkept;
+	int64		removed_seq;	/* highest seq that left, 0 if none */
+	bool		changed;		/* state row needs saving */
+} WidgetBuffer;
+
+/* The work of one statement. */
+typedef struct StatementWork
+{
+	WidgetBuffer *widgets;		/* in strcmp() order of widget_id */
+	int			nwidgets;
+
+	int			nskipped;		/* readings the buffer cannot show */
+	char	   *skipped_widget; /* ... the first of them */
+	TimestampTz skipped_ts;
+} StatementWork;
+
+/*
+ * check_trigger_call
+ *		Refuse any use but the one the install script sets up.
+ *
+ * The function runs with its owner's rights, so it must not be usable on
+ * another table, even by a role that managed to get EXECUTE on it.
+ */
+static void
+check_trigger_call(FunctionCallInfo fcinfo)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("function \"buffer_readings\" was not called by trigger manager")));
+
+	if (!TRIGGER_FIRED_AFTER(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event) ||
+		!TRIGGER_FIRED_BY_INSERT(trigdata->tg_event) ||
+		trigdata->tg_newtable == NULL ||
+		trigdata->tg_trigger->tgnewtable == NULL ||
+		strcmp(trigdata->tg_trigger->tgnewtable, LW_NEW_TABLE_NAME) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("function \"buffer_readings\" must be fired AFTER INSERT FOR EACH STATEMENT"),
+				 errdetail("It needs the new rows as transition table \"%s\".",
+						   LW_NEW_TABLE_NAME)));
+
+	if (RelationGetRelid(trigdata->tg_relation) != lw_sensor_data_relid())
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("function \"buffer_readings\" cannot be used on table \"%s\"",
+						RelationGetRelationName(trigdata->tg_relation)),
+				 errdetail("It only buffers readings of \"livewidget.sensor_data\".")));
+}
+
+static int
+widget_cmp(const void *a, const void *b)
+{
+	return strcmp(((const WidgetBuffer *) a)->widget_id,
+				  ((const WidgetBuffer *) b)->widget_id);
+}
+
+static WidgetBuffer *
+find_widget(StatementWork *work, const char *widget_id)
+{
+	WidgetBuffer key;
+
+	key.widget_id = (char *) widget_id;
+	return bsearch(&key, work->widgets, work->nwidgets, sizeof(WidgetBuffer),
+				   widget_cmp);
+}
+
+/*
+ * lock_widgets
+ *		Lock and load the state of every widget the statement feeds.
+ */
+static void
+lock_widgets(StatementWork *work)
+{
+	SPITupleTable *tt;
+
+	lw_execute(LW_Q_LOCK_WIDGETS, NULL, NULL, false, SPI_OK_SELECT);
+	tt = SPI_tuptable;
+
+	work->nwidgets = (int) SPI_processed;
+	work->widgets = palloc0(sizeof(WidgetBuffer) * Max(work->nwidgets, 1));
+	for (int i = 0; i < work->nwidgets; i++)
+	{
+		WidgetBuffer *w = &work->widgets[i];
+		HeapTuple	tup = tt->vals[i];
+		bool		isnull;
+
+		w->widget_id = TextDatumGetCString(SPI_getbinval(tup, tt->tupdesc, 1, &isnull));
+		w->last_seq = DatumGetInt64(SPI_getbinval(tup, tt->tupdesc, 2, &isnull));
+		w->sample_count = DatumGetInt32(SPI_getbinval(tup, tt->tupdesc, 3, &isnull));
+		w->max_samples = DatumGetInt32(SPI_getbinval(tup, tt->tupdesc, 4, &isnull));
+	}
+	SPI_freetuptable(tt);
+
+	/* The query sorted with COLLATE "C"; make sure bsearch agrees. */
+	qsort(work->widgets, work->nwidgets, sizeof(WidgetBuffer), widget_cmp);
+}
+
+/*
+ * add_new_reading
+ *		Append one row of LW_Q_NEW_SAMPLES to its widget.
+ */
+static void
+add_new_reading(WidgetBuffer *w, HeapTuple tup, TupleDesc desc)
+{
+	NewReading *r;
+	bool		isnull;
+	Datum		unit;
+
+	if (w->nnew == w->newcap)
+	{
+		w->newcap = Max(8, w->newcap * 2);
+		w->news = w->news == NULL ?
+			palloc(sizeof(NewReading) * w->newcap) :
+			repalloc(w->news, sizeof(NewReading) * w->newcap);
+	}
+	r = &w->news[w->nnew++];
+
+	r->ord = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+	r->ts = DatumGetTimestampTz(SPI_getbinval(tup, desc, 3, &isnull));
+	r->value = DatumGetFloat8(SPI_getbinval(tup, desc, 4, &isnull));
+	unit = SPI_getbinval(tup, desc, 5, &isnull);
+	r->unit = isnull ? NULL : lw_clip_unit(TextDatumGetCString(unit));
+	r->seq = 0;
+}
+
+/*
+ * load_new_readings
+ *		Give each widget the readings of the statement that may stay in its
+ *		buffer, and note the ones whose time it cannot show.
+ */
+static void
+load_new_readings(StatementWork *work)
+{
+	SPITupleTable *tt;
+
+	lw_execute(LW_Q_NEW_SAMPLES, NULL, NULL, false, SPI_OK_SELECT);
+	tt = SPI_tuptable;
+
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = tt->vals[i];
+		bool		isnull;
+		char	   *widget_id;
+		WidgetBuffer *w;
+		bool		in_range;
+
+		widget_id = TextDatumGetCString(SPI_getbinval(tup, tt->tupdesc, 1, &isnull));
+		w = find_widget(work, widget_id);
+		if (w == NULL)
+			continue;			/* tracked, but has no state row: not fed */
+
+		in_range = DatumGetBool(SPI_getbinval(tup, tt->tupdesc, 6, &isnull));
+		if (!isnull && in_range)
+		{
+			add_new_reading(w, tup, tt->tupdesc);
+			continue;
+		}
+		if (work->nskipped++ == 0)
+		{
+			work->skipped_widget = widget_id;
+			work->skipped_ts = DatumGetTimestampTz(SPI_getbinval(tup, tt->tupdesc,
+																 3, &isnull));
+		}
+	}
+	SPI_freetuptable(tt);
+}
+
+/*
+ * load_oldest_samples
+ *		Fetch, for each widget whose buffer overflows, the buffered samples
+ *		that may be pushed out: as many of its oldest as there are samples
+ *		too many, at most all of them.
+ */
+static void
+load_oldest_samples(StatementWork *work)
+{
+	char	  **ids = palloc(sizeof(char *) * work->nwidgets);
+	Datum	   *wanted = palloc(sizeof(Datum) * work->nwidgets);
+	Datum		args[2];
+	SPITupleTable *tt;
+	int			n = 0;
+
+	for (int i = 0; i < work->nwidgets; i++)
+	{
+		WidgetBuffer *w = &work->widgets[i];
+		int			excess = w->sample_count + w->nnew - w->max_samples;
+
+		w->oldwanted = Min(Max(excess, 0), w->sample_count);
+		if (w->oldwanted == 0)
+			continue;
+		w->olds = palloc(sizeof(OldSample) * w->oldwanted);
+		ids[n] = w->widget_id;
+		wanted[n++] = Int32GetDatum(w->oldwanted);
+	}
+	if (n == 0)
+		return;
+
+	args[0] = lw_cstring_array(ids, n);
+	args[1] = lw_build_array(wanted, NULL, n, INT4OID);
+	lw_execute(LW_Q_OLDEST_SAMPLES, args, NULL, false, SPI_OK_SELECT);
+	tt = SPI_tuptable;
+
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = tt->vals[i];
+		bool		isnull;
+		WidgetBuffer *w;
+		OldSample  *o;
+
+		w = find_widget(work, TextDatumGetCString(SPI_getbinval(tup, tt->tupdesc,
+																  1, &isnull)));
+		if (w == NULL || w->nold >= w->oldwanted)
+			elog(ERROR, "unexpected row for widget in livewidget oldest samples");
+		o = &w->olds[w->nold++];
+		o->seq = DatumGetInt64(SPI_getbinval(tup, tt->tupdesc, 2, &isnull));
+		o->ts = DatumGetTimestampTz(SPI_getbinval(tup, tt->tupdesc, 3, &isnull));
+	}
+	SPI_freetuptable(tt);
+}
+
+static int
+reading_ord_cmp(const void *a, const void *b)
+{
+	int64		x = (*(NewReading *const *) a)->ord;
+	int64		y = (*(NewReading *const *) b)->ord;
+
+	return (x > y) - (x < y);
+}
+
+/*
+ * settle_widget
+ *		Decide which new readings stay and which buffered samples leave,
+ *		then number the ones that stay.
+ *
+ * The buffer keeps the max_samples newest of (buffer + new readings), so
+ * the oldest "excess" of the two merged lists leave.  A buffered sample
+ * with the same ts as a new reading is the older of the two.  A reading
+ * that leaves here never gets a seq and is never written.
+ */
+static void
+settle_widget(WidgetBuffer *w)
+{
+	int			excess;
+	int			i = 0;
+	int			j = 0;
+
+	/*
+	 * Fewer rows than asked for means the buffer is smaller than its
+	 * counter says (a hand edit): trust the rows.
+	 */
+	if (w->nold < w->oldwanted)
+	{
+		w->sample_count = w->nold;
+		w->changed = true;
+	}
+
+	excess = w->sample_count + w->nnew - w->max_samples;
+	while (excess-- > 0 && (i < w->nold || j < w->nnew))
+	{
+		if (j >= w->nnew || (i < w->nold && w->olds[i].ts <= w->news[j].ts))
+			i++;
+		else
+			j++;
+	}
+
+	w->dropped_old = i;
+	for (int k = 0; k < i; k++)
+		w->removed_seq = Max(w->removed_seq, w->olds[k].seq);
+
+	/* Survivors get seqs in row order, so ties on ts keep row order too. */
+	w->nkept = w->nnew - j;
+	w->kept = palloc(sizeof(NewReading *) * Max(w->nkept, 1));
+	for (int k = 0; k < w->nkept; k++)
+		w->kept[k] = &w->news[j + k];
+	qsort(w->kept, w->nkept, sizeof(NewReading *), reading_ord_cmp);
+	for (int k = 0; k < w->nkept; k++)
+		w->kept[k]->seq = ++w->last_seq;
+
+	w->sample_count += w->nkept - w->dropped_old;
+	if (w->nkept > 0 || w->dropped_old > 0)
+		w->changed = true;
+}
+
+/*
+ * write_new_samples
+ *		Insert the samples that stay, all widgets in one statement.
+ */
+static void
+write_new_samples(StatementWork *work)
+{
+	int			total = 0;
+	int			n = 0;
+	char	  **ids;
+	Datum	   *seqs,
+			   *tss,
+			   *values,
+			   *units;
+	bool	   *unitnulls;
+	Datum		args[5];
+
+	for (int i = 0; i < work->nwidgets; i++)
+		total += work->widgets[i].nkept;
+	if (total == 0)
+		return;
+
+	ids = palloc(sizeof(char *) * total);
+	seqs = palloc(sizeof(Datum) * total);
+	tss = palloc(sizeof(Datum) * total);
+	values = palloc(sizeof(Datum) * total);
+	units = palloc(sizeof(Datum) * total);
+	unitnulls = palloc(sizeof(bool) * total);
+
+	for (int i = 0; i < work->nwidgets; i++)
+	{
+		WidgetBuffer *w = &work->widgets[i];
+
+		for (int k = 0; k < w->nkept; k++, n++)
+		{
+			NewReading *r = w->kept[k];
+
+			ids[n] = w->widget_id;
+			seqs[n] = Int64GetDatum(r->seq);
+			tss[n] = TimestampTzGetDatum(r->ts);
+			values[n] = Float8GetDatum(r->value);
+			unitnulls[n] = (r->unit == NULL);
+			units[n] = unitnulls[n] ? (Datum) 0 : CStringGetTextDatum(r->unit);
+		}
+	}
+
+	args[0] = lw_cstring_array(ids, total);
+	args[1] = lw_build_array(seqs, NULL, total, INT8OID);
+	args[2] = lw_build_array(tss, NULL, total, TIMESTAMPTZOID);
+	args[3] = lw_build_array(values, NULL, total, FLOAT8OID);
+	args[4] = lw_build_array(units, unitnulls, total, TEXTOID);
+	lw_execute(LW_Q_INSERT_SAMPLES, args, NULL, false, SPI_OK_INSERT);
+}
+
+/*
+ * delete_pushed_out
+ *		Delete the buffered samples that new readings pushed out.
+ */
+static void
+delete_pushed_out(StatementWork *work)
+{
+	int			total = 0;
+	int			n = 0;
+	char	  **ids;
+	Datum	   *seqs;
+	Datum		args[2];
+
+	for (int i = 0; i < work->nwidgets; i++)
+		total += work->widgets[i].dropped_old;
+	if (total == 0)
+		return;
+
+	ids = palloc(sizeof(char *) * total);
+	seqs = palloc(sizeof(Datum) * total);
+	for (int i = 0; i < work->nwidgets; i++)
+	{
+		WidgetBuffer *w = &work->widgets[i];
+
+		for (int k = 0; k < w->dropped_old; k++, n++)
+		{
+			ids[n] = w->widget_id;
+			seqs[n] = Int64GetDatum(w->olds[k].seq);
+		}
+	}
+
+	args[0] = lw_cstring_array(ids, total);
+	args[1] = lw_build_array(seqs, NULL, total, INT8OID);
+	lw_execute(LW_Q_DELETE_SAMPLES, args, NULL, false, SPI_OK_DELETE);
+}
+
+/*
+ * save_states
+ *		Save last_seq, sample_count and removed_seq of the changed widgets.
+ */
+static void
+save_states(StatementWork *work)
+{
+	char	  **ids = palloc(sizeof(char *) * work->nwidgets);
+	Datum	   *last = palloc(sizeof(Datum) * work->nwidgets);
+	Datum	   *count = palloc(sizeof(Datum) * work->nwidgets);
+	Datum	   *removed = palloc(sizeof(Datum) * work->nwidgets);
+	Datum		args[4];
+	int			n = 0;
+
+	for (int i = 0; i < work->nwidgets; i++)
+	{
+		WidgetBuffer *w = &work->widgets[i];
+
+		if (!w->changed)
+			continue;
+		ids[n] = w->widget_id;
+		last[n] = Int64GetDatum(w->last_seq);
+		count[n] = Int32GetDatum(w->sample_count);
+		removed[n++] = Int64GetDatum(w->removed_seq);
+	}
+	if (n == 0)
+		return;
+
+	args[0] = lw_cstring_array(ids, n);
+	args[1] = lw_build_array(last, NULL, n, INT8OID);
+	args[2] = lw_build_array(count, NULL, n, INT4OID);
+	args[3] = lw_build_array(removed, NULL, n, INT8OID);
+	lw_execute(LW_Q_UPDATE_STATES, args, NULL, false, SPI_OK_UPDATE);
+}
+
+/*
+ * notify_new_samples
+ *		Announce the samples that are in the buffers now, widget by widget.
+ */
+static void
+notify_new_samples(StatementWork *work)
+{
+	for (int i = 0; i < work->nwidgets; i++)
+	{
+		WidgetBuffer *w = &work->widgets[i];
+		LwSample   *samples;
+
+		if (w->nkept == 0)
+			continue;
+		samples = palloc(sizeof(LwSample) * w->nkept);
+		for (int k = 0; k < w->nkept; k++)
+		{
+			samples[k].seq = w->kept[k]->seq;
+			samples[k].ts = w->kept[k]->ts;
+			samples[k].value = w->kept[k]->value;
+			samples[k].unit = w->kept[k]->unit;
+		}
+		lw_notify_samples(w->widget_id, samples, w->nkept);
+	}
+}
+
+/*
+ * report_skipped
+ *		One warning per statement for readings stored but not buffered.
+ */
+static void
+report_skipped(StatementWork *work)
+{
+	if (work->nskipped == 0)
+		return;
+	ereport(WARNING,
+			(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
+			 errmsg_plural("%d reading stored but not buffered: time out of range",
+						   "%d readings stored but not buffered: time out of range",
+						   work->nskipped, work->nskipped),
+			 errdetail("Widget buffers take times from year 1 to year 9999; the earliest of them is for widget \"%s\" at %s.",
+					   work->skipped_widget,
+					   timestamptz_to_str(work->skipped_ts))));
+}
+
+/*
+ * livewidget_buffer_readings
+ *		Trigger function: append the statement's new readings to the
+ *		buffers of the widgets they feed, then notify.
+ */
+Datum
+livewidget_buffer_readings(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	MemoryContext stmtcxt;
+	MemoryContext oldcxt;
+	StatementWork work;
+
+	check_trigger_call(fcinfo);
+
+	/* INSERT ... SELECT of no rows still fires a statement trigger */
+	if (tuplestore_tuple_count(trigdata->tg_newtable) == 0)
+		return PointerGetDatum(NULL);
+
+	stmtcxt = AllocSetContextCreate(CurrentMemoryContext,
+									"livewidget buffer statement",
+									ALLOCSET_DEFAULT_SIZES);
+	oldcxt = MemoryContextSwitchTo(stmtcxt);
+	memset(&work, 0, sizeof(work));
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_register_trigger_data(trigdata) != SPI_OK_TD_REGISTER)
+		elog(ERROR, "SPI_register_trigger_data failed");
+	/* keep our own allocations out of SPI's context */
+	MemoryContextSwitchTo(stmtcxt);
+
+	lock_widgets(&work);
+	if (work.nwidgets > 0)
+	{
+		load_new_readings(&work);
+		load_oldest_samples(&work);
+		for (int i = 0; i < work.nwidgets; i++)
+			settle_widget(&work.widgets[i]);
+		delete_pushed_out(&work);
+		write_new_samples(&work);
+		save_states(&work);
+	}
+
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed");
+
+	notify_new_samples(&work);
+	report_skipped(&work);
+
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextDelete(stmtcxt);
+	return PointerGetDatum(NULL);
+}

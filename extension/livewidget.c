@@ -1,0 +1,419 @@
+/*-------------------------------------------------------------------------
+ *
+ * livewidget.c
+ *	  Module entry point and the queries shared by the extension's C code.
+ *
+ * Every statement the extension runs is listed in one table below and
+ * prepared at most once per backend (SPI_prepare + SPI_keepplan).  All
+ * names are qualified with the livewidget schema and the C functions run
+ * with search_path pinned to pg_catalog (see the install script), so a
+ * caller's search_path can neither break nor hijack them.
+ *
+ * Ordering convention: widget ids are sorted with COLLATE "C" wherever the
+ * order matters (row locks, merging query results in C), so that the
+ * order is the same in every database and equals strcmp() order.
+ *
+ * extension/livewidget.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/namespace.h"
+#include "catalog/pg_type_d.h"
+#include "mb/pg_wchar.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+
+#include "livewidget.h"
+
+PG_MODULE_MAGIC;
+
+#define LW_MAX_QUERY_ARGS	5
+
+typedef struct LwQuery
+{
+	const char *sql;
+	int			nargs;
+	Oid			argtypes[LW_MAX_QUERY_ARGS];
+} LwQuery;
+
+/*
+ * The statements, indexed by LwQueryId.  Comments say what each one
+ * guarantees; the callers say why they need it.
+ */
+static const LwQuery lw_queries[LW_Q_COUNT] = {
+	/*
+	 * LW_Q_LOCK_WIDGETS: lock the state rows of the widgets fed by the new
+	 * readings, in widget id order.  LockRows runs above the sort, so the
+	 * locks are taken in that order and two statements cannot deadlock on
+	 * each other.  Widgets without a state row were not made by track()
+	 * and are not fed.
+	 */
+	[LW_Q_LOCK_WIDGETS] = {
+		"SELECT s.widget_id, s.last_seq, s.sample_count, t.max_samples"
+		"  FROM livewidget.widget_state AS s"
+		"  JOIN livewidget.tracked_variable AS t ON t.widget_id = s.widget_id"
+		" WHERE EXISTS (SELECT 1 FROM new_readings AS n"
+		"                WHERE n.device_id = t.device_id"
+		"                  AND n.sensor_type = t.sensor_type)"
+		" ORDER BY s.widget_id COLLATE \"C\""
+		"   FOR UPDATE OF s",
+		0, {0}
+	},
+
+	/*
+	 * LW_Q_NEW_SAMPLES: the new readings per widget, at most max_samples
+	 * of them (older ones of the same statement are pushed out by these
+	 * and never written), oldest first.  "ord" numbers the rows of the
+	 * statement in insertion order: row_number() over an unordered window
+	 * follows the scan of the transition table, which is insertion order.
+	 * Readings whose time the buffer cannot show come back with
+	 * in_range = false, unranked, so that they can be reported.
+	 */
+	[LW_Q_NEW_SAMPLES] = {
+		"SELECT c.widget_id, c.ord, c.ts, c.value, c.unit, c.in_range"
+		"  FROM (SELECT t.widget_id, t.max_samples, n.ord, n.ts, n.value,"
+		"               n.unit, n.in_range,"
+		"               row_number() OVER (PARTITION BY t.widget_id, n.in_range"
+		"                                  ORDER BY n.ts DESC, n.ord DESC)"
+		"                 AS newest"
+		"          FROM (SELECT row_number() OVER () AS ord, r.device_id,"
+		"                       r.sensor_type, r.ts, r.value, r.unit,"
+		"                       (r.ts >= " LW_TS_LOW_SQL
+		"                        AND r.ts < " LW_TS_HIGH_SQL ") AS in_range"
+		"                  FROM new_readings AS r) AS n"
+		"          JOIN livewidget.tracked_variable AS t"
+		"            ON t.device_id = n.device_id"
+		"           AND t.sensor_type = n.sensor_type) AS c"
+		" WHERE c.newest <= c.max_samples OR NOT c.in_range"
+		" ORDER BY c.widget_id COLLATE \"C\", c.ts, c.ord",
+		0, {0}
+	},
+
+	/*
+	 * LW_Q_OLDEST_SAMPLES: for each widget $1[i], its $2[i] oldest samples
+	 * by (ts, seq): the only ones new readings can push out.
+	 */
+	[LW_Q_OLDEST_SAMPLES] = {
+		"SELECT w.widget_id, o.seq, o.ts"
+		"  FROM unnest($1, $2) AS w(widget_id, n)"
+		" CROSS JOIN LATERAL"
+		"       (SELECT s.seq, s.ts FROM livewidget.widget_sample AS s"
+		"         WHERE s.widget_id = w.widget_id"
+		"         ORDER BY s.ts, s.seq LIMIT w.n) AS o"
+		" ORDER BY w.widget_id COLLATE \"C\", o.ts, o.seq",
+		2, {TEXTARRAYOID, INT4ARRAYOID}
+	},
+
+	/* LW_Q_INSERT_SAMPLES: one statement for all samples of all widgets */
+	[LW_Q_INSERT_SAMPLES] = {
+		"INSERT INTO livewidget.widget_sample (widget_id, seq, ts, value, unit)"
+		" SELECT * FROM unnest($1, $2, $3, $4, $5)",
+		5, {TEXTARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, FLOAT8ARRAYOID,
+			TEXTARRAYOID}
+	},
+
+	/* LW_Q_DELETE_SAMPLES: samples pushed out, by (widget_id, seq) */
+	[LW_Q_DELETE_SAMPLES] = {
+		"DELETE FROM livewidget.widget_sample AS s"
+		" USING unnest($1, $2) AS d(widget_id, seq)"
+		" WHERE s.widget_id = d.widget_id AND s.seq = d.seq",
+		2, {TEXTARRAYOID, INT8ARRAYOID}
+	},
+
+	/*
+	 * LW_Q_UPDATE_STATES: the counters after a statement; removed_seq only
+	 * ever grows.
+	 */
+	[LW_Q_UPDATE_STATES] = {
+		"UPDATE livewidget.widget_state AS s"
+		"   SET last_seq = u.last_seq, sample_count = u.sample_count,"
+		"       removed_seq = greatest(s.removed_seq, u.removed_seq)"
+		"  FROM unnest($1, $2, $3, $4)"
+		"       AS u(widget_id, last_seq, sample_count, removed_seq)"
+		" WHERE s.widget_id = u.widget_id",
+		4, {TEXTARRAYOID, INT8ARRAYOID, INT4ARRAYOID, INT8ARRAYOID}
+	},
+
+	/* LW_Q_CREATE_STATE: a widget id gets its state row once, for good */
+	[LW_Q_CREATE_STATE] = {
+		"INSERT INTO livewidget.widget_state (widget_id) VALUES ($1)"
+		" ON CONFLICT (widget_id) DO NOTHING",
+		1, {TEXTOID}
+	},
+
+	/* LW_Q_LOCK_STATE: the lock every writer of the buffer holds to commit */
+	[LW_Q_LOCK_STATE] = {
+		"SELECT last_seq FROM livewidget.widget_state"
+		" WHERE widget_id = $1 FOR UPDATE",
+		1, {TEXTOID}
+	},
+
+	/*
+	 * LW_Q_SAVE_STATE: counters after track() or untrack(); the sample
+	 * count is taken from the buffer itself, so these two also repair a
+	 * count that a hand edit of widget_sample put out of step.
+	 */
+	[LW_Q_SAVE_STATE] = {
+		"UPDATE livewidget.widget_state"
+		"   SET last_seq = $2, removed_seq = greatest(removed_seq, $3),"
+		"       sample_count = (SELECT count(*)"
+		"                         FROM livewidget.widget_sample AS s"
+		"                        WHERE s.widget_id = $1)"
+		" WHERE widget_id = $1",
+		3, {TEXTOID, INT8OID, INT8OID}
+	},
+
+	[LW_Q_GET_MAPPING] = {
+		"SELECT device_id, sensor_type, max_samples"
+		"  FROM livewidget.tracked_variable WHERE widget_id = $1",
+		1, {TEXTOID}
+	},
+
+	/* LW_Q_PUT_MAPPING: create or update; returns the whole row */
+	[LW_Q_PUT_MAPPING] = {
+		"INSERT INTO livewidget.tracked_variable AS t"
+		"       (device_id, sensor_type, widget_id, dashboard_uuid, max_samples)"
+		" VALUES ($1, $2, $3, $4, $5)"
+		" ON CONFLICT (widget_id) DO UPDATE"
+		"   SET device_id = excluded.device_id,"
+		"       sensor_type = excluded.sensor_type,"
+		"       dashboard_uuid = excluded.dashboard_uuid,"
+		"       max_samples = excluded.max_samples"
+		" RETURNING t.*",
+		5, {TEXTOID, TEXTOID, TEXTOID, UUIDOID, INT4OID}
+	},
+
+	[LW_Q_DELETE_MAPPING] = {
+		"DELETE FROM livewidget.tracked_variable WHERE widget_id = $1",
+		1, {TEXTOID}
+	},
+
+	/*
+	 * LW_Q_TRIM_BUFFER: keep the $2 newest samples of widget $1 (0 empties
+	 * it); returns how many left and the highest seq among them.
+	 */
+	[LW_Q_TRIM_BUFFER] = {
+		"WITH gone AS ("
+		"  DELETE FROM livewidget.widget_sample AS s"
+		"   WHERE s.widget_id = $1"
+		"     AND s.seq IN (SELECT o.seq FROM livewidget.widget_sample AS o"
+		"                    WHERE o.widget_id = $1"
+		"                    ORDER BY o.ts DESC, o.seq DESC OFFSET $2)"
+		"  RETURNING s.seq)"
+		" SELECT count(*)::int4, max(seq) FROM gone",
+		2, {TEXTOID, INT4OID}
+	},
+
+	/*
+	 * LW_Q_BUFFER_EDGE: size of the buffer of widget $1, its oldest time
+	 * and how many samples have that time.
+	 */
+	[LW_Q_BUFFER_EDGE] = {
+		"SELECT count(*)::int4, min(s.ts),"
+		"       (count(*) FILTER (WHERE s.ts = (SELECT min(o.ts)"
+		"                           FROM livewidget.widget_sample AS o"
+		"                          WHERE o.widget_id = $1)))::int4"
+		"  FROM livewidget.widget_sample AS s WHERE s.widget_id = $1",
+		1, {TEXTOID}
+	},
+
+	/*
+	 * LW_Q_FILL_PICK: the $5 newest readings of device $1, sensor $2 that
+	 * are older than a buffer whose oldest time is $3 (null: an empty
+	 * buffer), oldest first.  Of the readings at exactly $3 the newest $4
+	 * are taken to be the ones already buffered and are skipped.  Ties on
+	 * ts are broken by id: the later insert is the newer reading.
+	 */
+	[LW_Q_FILL_PICK] = {
+		"SELECT p.ts, p.value, p.unit"
+		"  FROM (SELECT u.ts, u.value, u.unit, u.id"
+		"          FROM ((SELECT d.ts, d.value, d.unit, d.id"
+		"                   FROM livewidget.sensor_data AS d"
+		"                  WHERE d.device_id = $1 AND d.sensor_type = $2"
+		"                    AND d.ts >= " LW_TS_LOW_SQL
+		"                    AND d.ts < least(coalesce($3, 'infinity'),"
+		"                                     " LW_TS_HIGH_SQL ")"
+		"                  ORDER BY d.ts DESC, d.id DESC LIMIT $5)"
+		"                UNION ALL"
+		"                (SELECT d.ts, d.value, d.unit, d.id"
+		"                   FROM livewidget.sensor_data AS d"
+		"                  WHERE d.device_id = $1 AND d.sensor_type = $2"
+		"                    AND d.ts = $3"
+		"                  ORDER BY d.id DESC OFFSET $4 LIMIT $5)) AS u"
+		"         ORDER BY u.ts DESC, u.id DESC LIMIT $5) AS p"
+		" ORDER BY p.ts, p.id",
+		5, {TEXTOID, TEXTOID, TIMESTAMPTZOID, INT4OID, INT4OID}
+	},
+
+	/*
+	 * LW_Q_SAMPLES_FOR_DASHBOARD: no row when widget $1 is not on
+	 * dashboard $2, one all-null row when its buffer is empty.
+	 */
+	[LW_Q_SAMPLES_FOR_DASHBOARD] = {
+		"SELECT s.seq, s.ts, s.value, s.unit"
+		"  FROM livewidget.tracked_variable AS t"
+		"  LEFT JOIN livewidget.widget_sample AS s ON s.widget_id = t.widget_id"
+		" WHERE t.widget_id = $1 AND t.dashboard_uuid = $2"
+		" ORDER BY s.ts, s.seq",
+		2, {TEXTOID, UUIDOID}
+	},
+
+	/*
+	 * LW_Q_SAMPLES_AFTER: the removed_seq of widget $1 with each of its
+	 * samples above seq $2 (one all-null sample when there is none), read
+	 * in one snapshot so that "reset" and the samples agree.
+	 */
+	[LW_Q_SAMPLES_AFTER] = {
+		"SELECT st.removed_seq, s.seq, s.ts, s.value, s.unit"
+		"  FROM livewidget.widget_state AS st"
+		"  LEFT JOIN livewidget.widget_sample AS s"
+		"         ON s.widget_id = st.widget_id AND s.seq > $2"
+		" WHERE st.widget_id = $1"
+		" ORDER BY s.seq",
+		2, {TEXTOID, INT8OID}
+	},
+};
+
+/* Plans prepared so far in this backend, kept until it exits. */
+static SPIPlanPtr lw_plans[LW_Q_COUNT];
+
+/*
+ * lw_plan
+ *		The kept plan of a query, prepared on first use.
+ *
+ * Must be called while connected to SPI.  A kept plan survives a DROP and
+ * CREATE EXTENSION in the same session: the plan cache re-parses it by
+ * name when the objects it uses change.
+ */
+SPIPlanPtr
+lw_plan(LwQueryId id)
+{
+	const LwQuery *q = &lw_queries[id];
+	SPIPlanPtr	plan;
+
+	if (lw_plans[id] != NULL)
+		return lw_plans[id];
+
+	plan = SPI_prepare(q->sql, q->nargs, (Oid *) q->argtypes);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed for livewidget query %d: %s",
+			 (int) id, SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "SPI_keepplan failed for livewidget query %d", (int) id);
+
+	lw_plans[id] = plan;
+	return plan;
+}
+
+/*
+ * lw_execute
+ *		Run one of the extension's queries; the result is in SPI_tuptable
+ *		and SPI_processed.
+ *
+ * nulls may be NULL when no argument is null.  read_only is true for the
+ * STABLE functions: they must see the caller's snapshot, not a new one.
+ * expected is the SPI result code the statement must end with.
+ *
+ * SPI leaves CurrentMemoryContext set to its own procedure context after
+ * each call; the caller's context is put back here, so that what callers
+ * allocate between queries does not vanish at SPI_finish().
+ */
+void
+lw_execute(LwQueryId id, Datum *values, const bool *nulls, bool read_only,
+		   int expected)
+{
+	MemoryContext callercxt = CurrentMemoryContext;
+	char		nullflags[LW_MAX_QUERY_ARGS + 1];
+	int			nargs = lw_queries[id].nargs;
+	int			rc;
+
+	for (int i = 0; i < nargs; i++)
+		nullflags[i] = (nulls != NULL && nulls[i]) ? 'n' : ' ';
+	nullflags[nargs] = '\0';
+
+	rc = SPI_execute_plan(lw_plan(id), values, nullflags, read_only, 0);
+	MemoryContextSwitchTo(callercxt);
+	if (rc != expected)
+		elog(ERROR, "livewidget query %d failed: %s", (int) id,
+			 SPI_result_code_string(rc));
+}
+
+/*
+ * lw_sensor_data_relid
+ *		OID of livewidget.sensor_data.
+ *
+ * Looked up each time rather than cached: the extension may be dropped
+ * and created again in a session.
+ */
+Oid
+lw_sensor_data_relid(void)
+{
+	Oid			nspid = get_namespace_oid("livewidget", false);
+	Oid			relid = get_relname_relid("sensor_data", nspid);
+
+	if (!OidIsValid(relid))
+		elog(ERROR, "relation \"livewidget.sensor_data\" does not exist");
+	return relid;
+}
+
+/*
+ * lw_clip_unit
+ *		A unit as buffered: its first LW_UNIT_MAX_BYTES bytes, cut at a
+ *		character boundary of the database encoding.
+ *
+ * Returns the argument itself when it is short enough.
+ */
+char *
+lw_clip_unit(const char *unit)
+{
+	int			len;
+
+	if (unit == NULL)
+		return NULL;
+	len = strlen(unit);
+	if (len <= LW_UNIT_MAX_BYTES)
+		return (char *) unit;
+	return pnstrdup(unit, pg_mbcliplen(unit, len, LW_UNIT_MAX_BYTES));
+}
+
+/*
+ * lw_build_array
+ *		A one-dimensional array datum of n elements of elemtype, for the
+ *		set-based statements that take one array per column.
+ */
+Datum
+lw_build_array(Datum *elems, const bool *nulls, int n, Oid elemtype)
+{
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	int			dims[1];
+	int			lbs[1];
+
+	if (n == 0)
+		return PointerGetDatum(construct_empty_array(elemtype));
+
+	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
+	dims[0] = n;
+	lbs[0] = 1;
+	return PointerGetDatum(construct_md_array(elems, (bool *) nulls, 1, dims,
+											  lbs, elemtype, typlen,
+											  typbyval, typalign));
+}
+
+/*
+ * lw_cstring_array
+ *		A text[] datum from n C strings, none of them NULL.
+ */
+Datum
+lw_cstring_array(char **strs, int n)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		elems[i] = CStringGetTextDatum(strs[i]);
+	return lw_build_array(elems, NULL, n, TEXTOID);
+}

@@ -1,0 +1,112 @@
+/*-------------------------------------------------------------------------
+ *
+ * livewidget.h
+ *	  Declarations shared by the modules of the livewidget extension.
+ *
+ * The extension keeps, per dashboard widget, a buffer of the newest
+ * samples of one device+sensor and notifies listeners of new ones.
+ *
+ *	  reading	one row of livewidget.sensor_data, kept whole
+ *	  sample	one buffered copy of a reading in livewidget.widget_sample,
+ *				numbered by seq per widget
+ *
+ * Every query the extension runs goes through lw_plan(): prepared once per
+ * backend, kept for its lifetime, all names schema-qualified.
+ *
+ * extension/livewidget.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef LIVEWIDGET_H
+#define LIVEWIDGET_H
+
+#include "fmgr.h"
+#include "executor/spi.h"
+#include "lib/stringinfo.h"
+#include "utils/timestamp.h"
+
+/*
+ * Limits.  The same numbers are CHECK constraints in the install script;
+ * keep the two in step.
+ *
+ * A widget id is at most 56 bytes so that "widget_<id>" fits a channel
+ * name (NAMEDATALEN - 1 = 63 bytes).  A buffered unit is cut to 64 bytes
+ * so that one sample always fits a notification with room to spare.
+ */
+#define LW_WIDGET_ID_MAX_LEN		56
+#define LW_MAX_SAMPLES_MIN			1
+#define LW_MAX_SAMPLES_MAX			1000
+#define LW_UNIT_MAX_BYTES			64
+#define LW_CHANNEL_PREFIX			"widget_"
+
+/*
+ * A notification payload stays strictly below this many bytes, the limit
+ * of the contract; PostgreSQL itself refuses 8000 and above.
+ */
+#define LW_PAYLOAD_LIMIT			8000
+
+/*
+ * Samples carry RFC 3339 timestamps, whose years have four digits: the
+ * buffer takes readings from 0001-01-01 up to, not including,
+ * 10000-01-01 (UTC) and skips others with a warning.
+ */
+#define LW_TS_LOW_SQL		"'0001-01-01 00:00:00+00'::timestamptz"
+#define LW_TS_HIGH_SQL		"'10000-01-01 00:00:00+00'::timestamptz"
+
+/* One sample as it is shown to clients. */
+typedef struct LwSample
+{
+	int64		seq;
+	TimestampTz ts;
+	float8		value;
+	const char *unit;			/* NULL when the reading had none */
+} LwSample;
+
+/*
+ * The queries of the extension.  The text of each is in livewidget.c.
+ * LW_Q_LOCK_WIDGETS and LW_Q_NEW_SAMPLES read the transition table of the
+ * buffer trigger ("new_readings") and so are only valid inside it.
+ */
+typedef enum LwQueryId
+{
+	LW_Q_LOCK_WIDGETS,
+	LW_Q_NEW_SAMPLES,
+	LW_Q_OLDEST_SAMPLES,
+	LW_Q_INSERT_SAMPLES,
+	LW_Q_DELETE_SAMPLES,
+	LW_Q_UPDATE_STATES,
+	LW_Q_CREATE_STATE,
+	LW_Q_LOCK_STATE,
+	LW_Q_SAVE_STATE,
+	LW_Q_GET_MAPPING,
+	LW_Q_PUT_MAPPING,
+	LW_Q_DELETE_MAPPING,
+	LW_Q_TRIM_BUFFER,
+	LW_Q_BUFFER_EDGE,
+	LW_Q_FILL_PICK,
+	LW_Q_SAMPLES_FOR_DASHBOARD,
+	LW_Q_SAMPLES_AFTER,
+	LW_Q_COUNT					/* number of queries, not a query */
+} LwQueryId;
+
+/* livewidget.c */
+extern SPIPlanPtr lw_plan(LwQueryId id);
+extern void lw_execute(LwQueryId id, Datum *values, const bool *nulls,
+					   bool read_only, int expected);
+extern Oid	lw_sensor_data_relid(void);
+extern char *lw_clip_unit(const char *unit);
+extern Datum lw_build_array(Datum *elems, const bool *nulls, int n,
+							Oid elemtype);
+extern Datum lw_cstring_array(char **strs, int n);
+
+/* sample_json.c */
+extern void lw_append_timestamp(StringInfo buf, TimestampTz ts);
+extern void lw_append_value(StringInfo buf, float8 value);
+extern void lw_append_sample(StringInfo buf, const LwSample *sample);
+extern void lw_notify_samples(const char *widget_id, const LwSample *samples,
+							  int nsamples);
+
+/* track.c */
+extern void lw_check_widget_id(const char *widget_id);
+
+#endif							/* LIVEWIDGET_H */

@@ -1,0 +1,249 @@
+--
+-- The buffer trigger: which readings become samples, their seq, and what
+-- they push out.
+--
+SET timezone = 'UTC';
+
+-- A compact view of one widget's buffer, oldest first.
+CREATE FUNCTION buffer_of(w text)
+RETURNS TABLE (seq bigint, ts text, value double precision, unit text)
+LANGUAGE sql AS $$
+    SELECT seq, to_char(ts, 'HH24:MI:SS.US'), value, unit
+      FROM livewidget.samples(w)
+$$;
+
+CREATE FUNCTION state_of(w text)
+RETURNS TABLE (last_seq bigint, removed_seq bigint, sample_count int,
+               buffered bigint)
+LANGUAGE sql AS $$
+    SELECT s.last_seq, s.removed_seq, s.sample_count,
+           (SELECT count(*) FROM livewidget.widget_sample AS b
+             WHERE b.widget_id = w)
+      FROM livewidget.widget_state AS s WHERE s.widget_id = w
+$$;
+
+--
+-- 120 readings in one statement leave exactly the newest 50, numbered
+-- 1 to 50 in row order; the 70 older ones are never written.
+--
+SELECT widget_id, max_samples
+  FROM livewidget.track('dev-a', 'temperature', 'many',
+                        '00000000-0000-0000-0000-00000000000a');
+
+INSERT INTO livewidget.sensor_data (device_id, sensor_type, value, unit, ts)
+SELECT 'dev-a', 'temperature', g, 'C',
+       '2025-07-09 07:00:00+00'::timestamptz + g * interval '1 second'
+  FROM generate_series(1, 120) AS g;
+
+SELECT count(*), min(value), max(value), min(seq), max(seq)
+  FROM livewidget.samples('many');
+SELECT * FROM state_of('many');
+
+-- every sample is the reading of its time
+SELECT count(*) AS mismatched
+  FROM livewidget.samples('many') AS s
+  JOIN livewidget.sensor_data AS d
+    ON d.device_id = 'dev-a' AND d.ts = s.ts
+ WHERE d.value <> s.value;
+
+--
+-- 120 more, one statement each: still the newest 50, seq goes on from 51,
+-- and removed_seq is the highest seq pushed out.
+--
+DO $$
+BEGIN
+    FOR g IN 121..240 LOOP
+        INSERT INTO livewidget.sensor_data (device_id, sensor_type, value, ts)
+        VALUES ('dev-a', 'temperature', g,
+                '2025-07-09 07:00:00+00'::timestamptz + g * interval '1 second');
+    END LOOP;
+END
+$$;
+
+SELECT count(*), min(value), max(value), min(seq), max(seq)
+  FROM livewidget.samples('many');
+SELECT * FROM state_of('many');
+
+-- samples() is ordered by time; here seq follows time too
+SELECT bool_and(seq > prev) AS seq_follows_ts
+  FROM (SELECT seq, lag(seq) OVER () AS prev
+          FROM livewidget.samples('many')) AS s
+ WHERE prev IS NOT NULL;
+
+--
+-- Ties.  Within one statement the later row is the newer: of three
+-- readings at one time, max_samples 2 keeps the last two rows.
+--
+SELECT widget_id FROM livewidget.track('dev-t', 'ties', 'ties',
+                                       '00000000-0000-0000-0000-00000000000a', 2);
+INSERT INTO livewidget.sensor_data (device_id, sensor_type, value, ts)
+VALUES ('dev-t', 'ties', 1, '2025-07-09 08:00:00+00'),
+       ('dev-t', 'ties', 2, '2025-07-09 08:00:00+00'),
+       ('dev-t', 'ties', 3, '2025-07-09 08:00:00+00');
+SELECT * FROM buffer_of('ties');
+
+-- Across statements, a new reading at the time of the oldest sample is
+-- newer than it and pushes it out.
+INSERT INTO livewidget.sensor_data (device_id, sensor_type, value, ts)
+VALUES ('dev-t', 'ties', 4, '2025-07-09 08:00:00+00');
+SELECT * FROM buffer_of('ties');
+SELECT * FROM state_of('ties');
+
+-- Row order, not time order, decides seq within a statement.
+INSERT INTO livewidget.sensor_data (device_id, sensor_type, value, ts)
+VALUES ('dev-t', 'ties', 6, '2025-07-09 08:00:02+00'),
+       ('dev-t', 'ties', 5, '2025-07-09 08:00:01+00');
+SELECT * FROM buffer_of('ties');
+
+--
+-- Late and out-of-order readings.
+--
+SELECT widget_id FROM livewidget.track('dev-l', 'late', 'late',
+                                       '00000000-0000-0000-0000-00000000000a', 4);
+INSERT INTO livewidget.sensor_data (device_id, sensor_type, value, ts)
+VALUES ('dev-l', 'late', 10, '2025-07-09 09:00:10+00'),
+       ('dev-l', 'late', 30, '2025-07-09 09:00:30+00');
+-- an older reading into a buffer with room is buffered
+INSERT INTO livewidget.sensor_data (device_id, sensor_type, value, ts)
+VALUES ('dev-l', 'late', 20, '2025-07-09 09:00:20+00'),
+       ('dev-l', 'late', 5, '2025-07-09 09:00:05+00');
+SELECT * FROM buffer_of('late');
+SELECT * FROM state_of('late');
+
+-- full now: a reading between the oldest and the newest pushes out the
+-- oldest (seq 4, the latest numbered one)
+INSERT INTO livewidget.sensor_data (device_id, sensor_type, value, ts)
+VALUES ('dev-l', 'late', 25, '2025-07-09 09:00:25+00');
+SELECT * FROM buffer_of('late');
+SELECT * FROM state_of('late');
+
+-- a reading older than every sample of the full buffer is stored, not
+-- buffered, and takes no seq
+INSERT INTO livewidget.sensor_data (device_id, sensor_type, value, ts)
+VALUES ('dev-l', 'late', 1, '2025-07-09 09:00:01+00');
+SELECT * FROM buffer_of('late');
+SELECT * FROM state_of('late');
+SELECT count(*) AS stored FROM livewidget.sensor_data
+ WHERE device_id = 'dev-l' AND value = 1;
+
+-- in one statement: a new newest reading and a too-old one
+INSERT INTO livewidget.sensor_data (device_id, sensor_type, value, ts)
+VALUES ('dev-l', 'late', 2, '2025-07-09 09:00:02+00'),
+       ('dev-l', 'late', 40, '2025-07-09 09:00:40+00');
+SELECT * FROM buffer_of('late');
+SELECT * FROM state_of('late');
+
+-- more readings than the buffer holds, shuffled: the newest 4 by time stay
+INSERT INTO livewidget.sensor_data (device_id, sensor_type, value, ts)
+VALUES ('dev-l', 'late', 45, '2025-07-09 09:00:45+00'),
+       ('dev-l', 'late', 70, '2025-07-09 09:01:10+00'),
+       ('dev-l', 'late', 41, '2025-07-09 09:00:41+00'),
+       ('dev-l', 'late', 60, '2025-07-09 09:01:00+00'),
+       ('dev-l', 'late', 50, '2025-07-09 09:00:50+00'),
+       ('dev-l', 'late', 42, '2025-07-09 09:00:42+00');
+SELECT * FROM buffer_of('late');
+SELECT * FROM state_of('late');
+
+--
+-- Several widgets on one device+sensor, each with its own size and seq;
+-- one statement feeding two devices.
+--
+SELECT widget_id, max_samples FROM livewidget.track(
+    'dev-m', 'humidity', 'hum-small', '00000000-0000-0000-0000-00000000000b', 2);
+SELECT widget_id, max_samples FROM livewidget.track(
+    'dev-m', 'humidity', 'hum-large', '00000000-0000-0000-0000-00000000000b', 5);
+SELECT widget_id, max_samples FROM livewidget.track(
+    'dev-n', 'humidity', 'hum-other', '00000000-0000-0000-0000-00000000000b', 3);
+INSERT INTO livewidget.sensor_data (device_id, sensor_type, value, unit, ts)
+SELECT CASE WHEN g % 2 = 0 THEN 'dev-m' ELSE 'dev-n' END, 'humidity',
+       g, '%', '2025-07-09 10:00:00+00'::timestamptz + g * interval '1 minute'
+  FROM generate_series(1, 8) AS g;
+SELECT * FROM buffer_of('hum-small');
+SELECT * FROM buffer_of('hum-large');
+SELECT * FROM buffer_of('hum-other');
+-- another sensor of the same device feeds none of them
+INSERT INTO livewidget.sensor_data (device_id, sensor_type, value)
+VALUES ('dev-m', 'pressure', 1013);
+SELECT widget_id, last_seq FROM livewidget.widget_state
+ WHERE widget_id LIKE 'hum-%' ORDER BY widget_id;
+
+--
+-- COPY feeds the buffer like INSERT; rows in file order.
+--
+SELECT widget_id FROM livewidget.track('dev-c', 'copy', 'copied',
+                                       '00000000-0000-0000-0000-00000000000c', 3);
+COPY livewidget.sensor_data (device_id, sensor_type, value, unit, ts) FROM stdin;
+dev-c	copy	1.5	V	2025-07-09 11:00:00+00
+dev-c	copy	2.5	V	2025-07-09 11:00:00+00
+dev-c	copy	3.5	\N	2025-07-09 11:00:01+00
+dev-c	copy	0.5	V	2025-07-09 10:59:59+00
+\.
+SELECT * FROM buffer_of('copied');
+
+-- a statement with no rows, and readings of untracked devices, change
+-- nothing
+INSERT INTO livewidget.sensor_data (device_id, sensor_type, value)
+SELECT device_id, sensor_type, value FROM livewidget.sensor_data WHERE false;
+INSERT INTO livewidget.sensor_data (device_id, sensor_type, value)
+VALUES ('nobody', 'nothing', 1);
+SELECT widget_id, last_seq FROM livewidget.widget_state
+ WHERE widget_id = 'copied';
+
+-- updating or deleting readings leaves the buffer as it is
+UPDATE livewidget.sensor_data SET value = -1 WHERE device_id = 'dev-c';
+DELETE FROM livewidget.sensor_data WHERE device_id = 'dev-c';
+SELECT * FROM buffer_of('copied');
+
+--
+-- The buffered unit is cut to 64 bytes at a character boundary; the
+-- reading keeps it whole.
+--
+SELECT widget_id FROM livewidget.track('dev-u', 'units', 'units',
+                                       '00000000-0000-0000-0000-00000000000c', 5);
+INSERT INTO livewidget.sensor_data (device_id, sensor_type, value, unit, ts)
+VALUES ('dev-u', 'units', 1, repeat('€', 30), '2025-07-09 12:00:01+00'),
+       ('dev-u', 'units', 2, repeat('x', 64), '2025-07-09 12:00:02+00'),
+       ('dev-u', 'units', 3, repeat('x', 65), '2025-07-09 12:00:03+00'),
+       ('dev-u', 'units', 4, '', '2025-07-09 12:00:04+00'),
+       ('dev-u', 'units', 5, NULL, '2025-07-09 12:00:05+00');
+SELECT s.seq, octet_length(s.unit) AS buffered_bytes,
+       char_length(s.unit) AS buffered_chars,
+       octet_length(d.unit) AS stored_bytes,
+       d.unit LIKE s.unit || '%' AS is_prefix
+  FROM livewidget.samples('units') AS s
+  JOIN livewidget.sensor_data AS d ON d.device_id = 'dev-u' AND d.ts = s.ts
+ ORDER BY s.seq;
+
+--
+-- A reading whose time has no four-digit year is stored, not buffered,
+-- with one warning per statement.
+--
+INSERT INTO livewidget.sensor_data (device_id, sensor_type, value, ts)
+VALUES ('dev-u', 'units', 6, '10000-01-01 00:00:00+00'),
+       ('dev-u', 'units', 7, '0001-01-01 00:00:00+00'::timestamptz - interval '1 microsecond'),
+       ('dev-u', 'units', 8, '9999-12-31 23:59:59.999999+00');
+SELECT seq, value, ts FROM livewidget.samples('units') WHERE value >= 6;
+SELECT count(*) AS stored FROM livewidget.sensor_data
+ WHERE device_id = 'dev-u' AND value >= 6;
+
+-- the caller's search_path does not matter
+BEGIN;
+CREATE SCHEMA decoy;
+CREATE TABLE decoy.widget_sample (LIKE livewidget.widget_sample);
+SET LOCAL search_path = decoy, public;
+INSERT INTO livewidget.sensor_data (device_id, sensor_type, value, ts)
+VALUES ('dev-u', 'units', 9, '2025-07-09 12:00:09+00');
+SELECT count(*) AS decoy_rows FROM decoy.widget_sample;
+SELECT seq, value FROM livewidget.samples('units') WHERE value = 9;
+ROLLBACK;
+
+-- counters agree with the buffers everywhere
+SELECT s.widget_id, s.sample_count,
+       (SELECT count(*) FROM livewidget.widget_sample AS b
+         WHERE b.widget_id = s.widget_id) AS buffered,
+       t.max_samples
+  FROM livewidget.widget_state AS s
+  JOIN livewidget.tracked_variable AS t USING (widget_id)
+ ORDER BY s.widget_id;
+
+DROP FUNCTION buffer_of(text), state_of(text);
