@@ -208,44 +208,20 @@ static const LwQuery lw_queries[LW_Q_COUNT] = {
 	},
 
 	/*
-	 * LW_Q_BUFFER_EDGE: size of the buffer of widget $1, its oldest time
-	 * and how many samples have that time.
-	 */
-	[LW_Q_BUFFER_EDGE] = {
-		"SELECT count(*)::int4, min(s.ts),"
-		"       (count(*) FILTER (WHERE s.ts = (SELECT min(o.ts)"
-		"                           FROM livewidget.widget_sample AS o"
-		"                          WHERE o.widget_id = $1)))::int4"
-		"  FROM livewidget.widget_sample AS s WHERE s.widget_id = $1",
-		1, {TEXTOID}
-	},
-
-	/*
-	 * LW_Q_FILL_PICK: the $5 newest readings of device $1, sensor $2 that
-	 * are older than a buffer whose oldest time is $3 (null: an empty
-	 * buffer), oldest first.  Of the readings at exactly $3 the newest $4
-	 * are taken to be the ones already buffered and are skipped.  Ties on
-	 * ts are broken by id: the later insert is the newer reading.
+	 * LW_Q_FILL_PICK: the $3 newest readings of device $1, sensor $2 that
+	 * a sample can show, oldest first.  Ties on ts are broken by id: the
+	 * later insert is the newer reading.
 	 */
 	[LW_Q_FILL_PICK] = {
 		"SELECT p.ts, p.value, p.unit"
-		"  FROM (SELECT u.ts, u.value, u.unit, u.id"
-		"          FROM ((SELECT d.ts, d.value, d.unit, d.id"
-		"                   FROM livewidget.sensor_data AS d"
-		"                  WHERE d.device_id = $1 AND d.sensor_type = $2"
-		"                    AND d.ts >= " LW_TS_LOW_SQL
-		"                    AND d.ts < least(coalesce($3, 'infinity'),"
-		"                                     " LW_TS_HIGH_SQL ")"
-		"                  ORDER BY d.ts DESC, d.id DESC LIMIT $5)"
-		"                UNION ALL"
-		"                (SELECT d.ts, d.value, d.unit, d.id"
-		"                   FROM livewidget.sensor_data AS d"
-		"                  WHERE d.device_id = $1 AND d.sensor_type = $2"
-		"                    AND d.ts = $3"
-		"                  ORDER BY d.id DESC OFFSET $4 LIMIT $5)) AS u"
-		"         ORDER BY u.ts DESC, u.id DESC LIMIT $5) AS p"
+		"  FROM (SELECT d.ts, d.value, d.unit, d.id"
+		"          FROM livewidget.sensor_data AS d"
+		"         WHERE d.device_id = $1 AND d.sensor_type = $2"
+		"           AND d.ts >= " LW_TS_LOW_SQL
+		"           AND d.ts < " LW_TS_HIGH_SQL
+		"         ORDER BY d.ts DESC, d.id DESC LIMIT $3) AS p"
 		" ORDER BY p.ts, p.id",
-		5, {TEXTOID, TEXTOID, TIMESTAMPTZOID, INT4OID, INT4OID}
+		3, {TEXTOID, TEXTOID, INT4OID}
 	},
 
 	/*

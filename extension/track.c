@@ -12,8 +12,7 @@
  * buffer trigger; it is never missed by both.  Then they lock the
  * widget's state row, like the trigger, so seq stays in commit order.
  *
- *	  fill	add the newest readings older than the buffer, up to
- *			max_samples
+ *	  fill	put the newest readings, up to max_samples, in an empty buffer
  *	  trim	keep only the newest n samples (0 empties the buffer)
  *
  * extension/track.c
@@ -232,46 +231,19 @@ insert_fill(WidgetState *state, SPITupleTable *tt, int n)
 
 /*
  * fill_buffer
- *		Add the newest readings of device+sensor that are older than the
- *		buffer until it holds max_samples (or the readings run out).
- *
- * The buffer already holds the newest readings (it follows inserts), so
- * what is missing is older than its oldest sample.  Readings at exactly
- * that time are told apart by insertion order: the buffered ones are the
- * latest inserted.
- *
- * XXX The filled samples get seqs above the buffered ones, so among
- * samples of exactly the oldest time, (ts, seq) order no longer matches
- * insertion order and a later push-out may pick the wrong one of them.
- * Only raising max_samples over readings with equal times shows it;
- * making seq follow ts would need renumbering the buffer.
+ *		Fill an empty buffer with the newest readings of device+sensor, up
+ *		to max_samples, numbered oldest first.
  */
 static void
 fill_buffer(WidgetState *state, const char *device_id,
 			const char *sensor_type, int max_samples)
 {
-	Datum		arg = CStringGetTextDatum(state->widget_id);
-	Datum		args[5];
-	bool		nulls[5] = {false, false, false, false, false};
-	bool		isnull;
-	HeapTuple	tup;
-	int			count;
-
-	/* size of the buffer, its oldest time and the samples at that time */
-	lw_execute(LW_Q_BUFFER_EDGE, &arg, NULL, false, SPI_OK_SELECT);
-	tup = SPI_tuptable->vals[0];
-	count = DatumGetInt32(SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull));
-	args[2] = SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &nulls[2]);
-	args[3] = SPI_getbinval(tup, SPI_tuptable->tupdesc, 3, &isnull);
-	SPI_freetuptable(SPI_tuptable);
-
-	if (count >= max_samples)
-		return;
+	Datum		args[3];
 
 	args[0] = CStringGetTextDatum(device_id);
 	args[1] = CStringGetTextDatum(sensor_type);
-	args[4] = Int32GetDatum(max_samples - count);
-	lw_execute(LW_Q_FILL_PICK, args, nulls, false, SPI_OK_SELECT);
+	args[2] = Int32GetDatum(max_samples);
+	lw_execute(LW_Q_FILL_PICK, args, NULL, false, SPI_OK_SELECT);
 	if (SPI_processed > 0)
 		insert_fill(state, SPI_tuptable, (int) SPI_processed);
 	SPI_freetuptable(SPI_tuptable);
@@ -334,27 +306,34 @@ put_mapping(const Mapping *map, const char *widget_id, pg_uuid_t *dashboard)
  * adjust_buffer
  *		Bring the buffer in line with a new mapping, given the old one.
  *
- * New widget: fill.  Other device or sensor: empty, then fill.  Lower
- * max_samples: trim at once.  Higher: fill.  Only the dashboard changed:
- * nothing to do.
+ * Lower max_samples: trim at once.  Only the dashboard changed: nothing to
+ * do.  New widget, other device or sensor, or higher max_samples: empty
+ * the buffer and fill it again.
+ *
+ * A higher max_samples refills rather than adding the older readings
+ * below the buffer: those would get seqs above the buffered samples, and
+ * among samples of equal time (ts, seq) order would no longer be
+ * insertion order.  The price is that clients resuming from a seq they
+ * saw before are told to reset.
  */
 static void
-adjust_buffer(WidgetState *state, const Mapping *old, const Mapping *new)
+adjust_buffer(WidgetState *state, const Mapping *old, const Mapping *want)
 {
 	bool		same_source = old->found &&
-		strcmp(old->device_id, new->device_id) == 0 &&
-		strcmp(old->sensor_type, new->sensor_type) == 0;
+		strcmp(old->device_id, want->device_id) == 0 &&
+		strcmp(old->sensor_type, want->sensor_type) == 0;
 
-	if (!same_source)
+	if (same_source && want->max_samples == old->max_samples)
+		return;
+	if (same_source && want->max_samples < old->max_samples)
 	{
-		/* a buffer left by hand edits or an older mapping goes too */
-		trim_buffer(state, 0);
-		fill_buffer(state, new->device_id, new->sensor_type, new->max_samples);
+		trim_buffer(state, want->max_samples);
+		return;
 	}
-	else if (new->max_samples < old->max_samples)
-		trim_buffer(state, new->max_samples);
-	else if (new->max_samples > old->max_samples)
-		fill_buffer(state, new->device_id, new->sensor_type, new->max_samples);
+
+	/* a buffer left by hand edits or an older mapping goes too */
+	trim_buffer(state, 0);
+	fill_buffer(state, want->device_id, want->sensor_type, want->max_samples);
 }
 
 /*
@@ -366,7 +345,7 @@ adjust_buffer(WidgetState *state, const Mapping *old, const Mapping *new)
 Datum
 livewidget_track(PG_FUNCTION_ARGS)
 {
-	Mapping		new;
+	Mapping		want;
 	Mapping		old;
 	char	   *widget_id;
 	pg_uuid_t  *dashboard;
@@ -375,7 +354,7 @@ livewidget_track(PG_FUNCTION_ARGS)
 	HeapTuple	row;
 	Datum		result;
 
-	read_track_args(fcinfo, &new, &widget_id, &dashboard);
+	read_track_args(fcinfo, &want, &widget_id, &dashboard);
 	if (get_call_result_type(fcinfo, NULL, &rowdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type of livewidget.track must be a row type");
 
@@ -386,8 +365,8 @@ livewidget_track(PG_FUNCTION_ARGS)
 
 	lock_state(&state, widget_id, true);
 	get_mapping(&old, widget_id);
-	row = put_mapping(&new, widget_id, dashboard);
-	adjust_buffer(&state, &old, &new);
+	row = put_mapping(&want, widget_id, dashboard);
+	adjust_buffer(&state, &old, &want);
 	save_state(&state);
 
 	/* copied into the caller's memory before SPI's is released */

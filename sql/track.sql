@@ -54,8 +54,8 @@ SELECT max_samples FROM livewidget.track('dev-k', 'co2', 'k1',
 SELECT * FROM buffer_of('k1');
 SELECT * FROM state_of('k1');
 
--- raising it fills again with the readings older than the buffer,
--- including the other reading at 13:00:05
+-- raising it empties and fills the buffer again: the newest six, the two
+-- readings at 13:00:05 in insertion order, all with new seqs
 SELECT max_samples FROM livewidget.track('dev-k', 'co2', 'k1',
                         'aaaaaaaa-0000-0000-0000-000000000001', 6);
 SELECT * FROM buffer_of('k1');
