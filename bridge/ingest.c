@@ -1,0 +1,1273 @@
+/*-------------------------------------------------------------------------
+ *
+ * ingest.c
+ *		MQTT ingest: device messages in, readings stored in PostgreSQL.
+ *
+ * Flow of one message:
+ *
+ *	broker --PUBLISH--> paho receive thread --on_message()--> parse
+ *	(reading.c) --> one transaction: advisory lock on the device, one
+ *	INSERT ... SELECT FROM unnest(...) --> COMMIT --> message freed
+ *
+ * Acknowledgement.  paho.mqtt.c sends the PUBACK of a QoS 1 message
+ * *before* it calls messageArrived (MQTTProtocol_handlePublishes; the
+ * maintainers' issue 522 asks for manual acks, still open), so neither
+ * returning 0 from the callback nor disconnecting makes the broker send
+ * the message again: returning 0 only keeps it in paho's in-memory queue,
+ * and that queue is retried only when more traffic arrives (issue 1345).
+ * What is robust with this library:
+ *
+ *	- store synchronously in the callback, so that what the broker has had
+ *	  acknowledged is the message being stored and nothing else;
+ *	- when the database fails (not the message's fault), keep the message
+ *	  ourselves ("held"), disconnect from the broker at once so that it
+ *	  keeps everything published meanwhile in the persistent session
+ *	  (cleansession 0), store the held messages in order once the database
+ *	  is back, and only then connect again.
+ *
+ * Only the few messages that paho acknowledged between the failure and
+ * the disconnect are held (up to the broker's in-flight window); they are
+ * stored before any later message, so order is kept.
+ *
+ * XXX A crash (not a graceful stop) while a message is being stored, or
+ * while messages are held, loses those messages: the broker has their
+ * PUBACK.  A client library with manual acknowledgement would close that
+ * window (ack after COMMIT); a local spool file would be the other fix.
+ * A graceful stop waits up to STOP_DRAIN_SECONDS for held messages.
+ *
+ * XXX If the connection breaks during COMMIT, the outcome is unknown and
+ * the message is stored again later: readings with a device timestamp are
+ * then dropped as duplicates, readings without one are stored twice.
+ *
+ * Threads: paho calls on_message() and the other callbacks on its own
+ * threads; the worker thread (ingest_worker) owns reconnecting to the
+ * database and storing held messages; the main thread calls the public
+ * functions.  state.lock serialises every use of the database connection
+ * and the held list.  No MQTTAsync function is ever called with state.lock
+ * held, since paho may hold its own mutex while it runs a callback that
+ * waits for state.lock.  Counters are atomics, read without the lock.
+ *
+ * Terms: "rejected" means refused for its content, logged and counted,
+ * never retried; "held" means taken from the broker but not yet stored
+ * because the database is unavailable.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <MQTTAsync.h>
+#include <libpq-fe.h>
+
+#include "config.h"
+#include "ingest.h"
+#include "log.h"
+#include "reading.h"
+
+/* MQTT session: keepalive, and paho's reconnect backoff (seconds) */
+#define MQTT_KEEPALIVE			30
+#define MQTT_RETRY_MIN			1
+#define MQTT_RETRY_MAX			30
+#define MQTT_DISCONNECT_MS		1000
+
+/*
+ * Database: reconnect backoff, doubled from MIN to MAX; how long one
+ * statement may run (the callback blocks paho's receive thread, which
+ * must answer the broker's keepalive); how long connecting may take.
+ */
+#define DB_BACKOFF_MIN_MS		500
+#define DB_BACKOFF_MAX_MS		30000
+#define DB_STATEMENT_TIMEOUT	"20s"
+#define DB_CONNECT_TIMEOUT		"5"
+
+/* How long a graceful stop keeps trying to store held messages */
+#define STOP_DRAIN_SECONDS		5
+
+/* How much of a rejected payload a log line quotes */
+#define LOG_PAYLOAD_BYTES		200
+#define LOG_TOPIC_BYTES			256
+
+/*
+ * Advisory lock space of ingest (two-key form: this class, hashtext of the
+ * device id), so that concurrent bridges storing the same device take
+ * turns and the duplicate check of one sees the rows of the other.
+ */
+#define LOCK_CLASS				1280770049	/* 0x4C570001, "LW" */
+
+#define SQL_LOCK \
+	"SELECT pg_advisory_xact_lock(" CppAsString(LOCK_CLASS) ", hashtext($1))"
+
+/*
+ * One row per reading, in message order.  A reading whose device-supplied
+ * time is already stored for the same device and sensor is a duplicate
+ * (a redelivered message), and so is a repeat within the message (the
+ * first one is kept).  Readings without a time get now() and are never
+ * merged.
+ */
+#define SQL_INSERT \
+	"INSERT INTO livewidget.sensor_data " \
+	"(device_id, sensor_type, value, unit, ts) " \
+	"SELECT $1, r.sensor_type, r.value, r.unit, coalesce(r.ts, now()) " \
+	"FROM (SELECT u.*, row_number() OVER " \
+	"(PARTITION BY u.sensor_type, u.ts ORDER BY u.ord) AS n " \
+	"FROM unnest($2::text[], $3::float8[], $4::text[], $5::timestamptz[]) " \
+	"WITH ORDINALITY AS u(sensor_type, value, unit, ts, ord)) AS r " \
+	"WHERE r.ts IS NULL OR (r.n = 1 AND NOT EXISTS (" \
+	"SELECT 1 FROM livewidget.sensor_data d WHERE d.device_id = $1 " \
+	"AND d.sensor_type = r.sensor_type AND d.ts = r.ts)) " \
+	"ORDER BY r.ord"
+
+#define CppAsString(x)	CppAsString2(x)
+#define CppAsString2(x)	#x
+
+typedef enum StoreResult
+{
+	STORE_DONE,					/* stored, or rejected for its content */
+	STORE_DB_FAILED				/* not stored: try again later */
+} StoreResult;
+
+/* A message taken from paho but not stored yet */
+typedef struct HeldMessage
+{
+	struct HeldMessage *next;
+	char	   *topic;
+	MQTTAsync_message *msg;
+} HeldMessage;
+
+static struct
+{
+	const Config *cfg;
+	MQTTAsync	client;
+	bool		created;		/* client exists */
+	char	   *topics[2];		/* what is subscribed to */
+	const char *patterns[2];	/* the same without $share/<group>/ */
+	char	   *password;
+
+	pthread_mutex_t lock;		/* guards everything down to "stopping" */
+	pthread_cond_t wake;		/* the worker has something to do */
+	pthread_t	worker;
+	bool		worker_running;
+	PGconn	   *conn;
+	bool		holding;		/* database unavailable: held, no MQTT */
+	HeldMessage *held_head;
+	HeldMessage *held_tail;
+	bool		mqtt_wanted;	/* paho told to be connected */
+	int			backoff_ms;
+	bool		outage;			/* storing failed since the last recovery */
+	bool		stopping;
+
+	atomic_bool mqtt_connected;
+	atomic_bool subscribed;
+	atomic_bool ready_db;		/* !holding, for ingest_ready() */
+	atomic_bool mqtt_failure_logged;
+	atomic_bool disconnect_done;
+
+	atomic_ullong received;
+	atomic_ullong messages_stored;
+	atomic_ullong readings_stored;
+	atomic_ullong duplicates;
+	atomic_ullong retained_skipped;
+	atomic_ullong db_errors;
+	atomic_ullong rejected[REJECT_NUM_REASONS];
+	atomic_int	held_count;
+} state = {
+	.lock = PTHREAD_MUTEX_INITIALIZER,
+};
+
+/* ----------------------------------------------------------------------
+ * Small helpers
+ * ----------------------------------------------------------------------
+ */
+
+static int64_t
+now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/*
+ * libpq's messages run over several lines ("...\n\tIs the server
+ * running..."): make one line of them, for the log.
+ */
+static void
+one_line(char *s)
+{
+	char	   *out = s;
+	bool		space = false;
+
+	for (char *p = s; *p; p++)
+	{
+		if ((unsigned char) *p <= ' ')
+			space = out != s;
+		else
+		{
+			if (space)
+				*out++ = ' ';
+			space = false;
+			*out++ = *p;
+		}
+	}
+	*out = '\0';
+}
+
+/* A growing text buffer for the array parameters */
+typedef struct StrBuf
+{
+	char	   *data;
+	size_t		len;
+	size_t		cap;
+	bool		failed;			/* out of memory: contents unusable */
+} StrBuf;
+
+static void
+sb_append(StrBuf *sb, const char *s, size_t n)
+{
+	if (sb->failed)
+		return;
+	if (sb->len + n + 1 > sb->cap)
+	{
+		size_t		cap = sb->cap ? sb->cap : 256;
+		char	   *data;
+
+		while (sb->len + n + 1 > cap)
+			cap *= 2;
+		data = realloc(sb->data, cap);
+		if (data == NULL)
+		{
+			sb->failed = true;
+			return;
+		}
+		sb->data = data;
+		sb->cap = cap;
+	}
+	memcpy(sb->data + sb->len, s, n);
+	sb->len += n;
+	sb->data[sb->len] = '\0';
+}
+
+static void
+sb_puts(StrBuf *sb, const char *s)
+{
+	sb_append(sb, s, strlen(s));
+}
+
+/* An element of a text[] literal: NULL, or quoted with \ and " escaped */
+static void
+sb_array_text(StrBuf *sb, const char *s)
+{
+	if (s == NULL)
+	{
+		sb_puts(sb, "NULL");
+		return;
+	}
+	sb_append(sb, "\"", 1);
+	for (const char *p = s; *p; p++)
+	{
+		if (*p == '"' || *p == '\\')
+			sb_append(sb, "\\", 1);
+		sb_append(sb, p, 1);
+	}
+	sb_append(sb, "\"", 1);
+}
+
+/* ----------------------------------------------------------------------
+ * Rejected messages
+ * ----------------------------------------------------------------------
+ */
+
+/*
+ * One log line per rejected message: device, topic, reason, and at most
+ * LOG_PAYLOAD_BYTES of the payload with everything but printable ASCII
+ * escaped, so that a device cannot write lines of its own into the log.
+ */
+static void
+log_rejection(const char *device, const char *topic, RejectReason reason,
+			  const char *detail, const MQTTAsync_message *msg)
+{
+	char		dev[4 * READING_MAX_ID + 4];
+	char		top[4 * LOG_TOPIC_BYTES + 4];
+	char		body[4 * LOG_PAYLOAD_BYTES + 4];
+
+	atomic_fetch_add(&state.rejected[reason], 1);
+	if (!log_enabled(LOG_LEVEL_WARNING))
+		return;
+
+	reading_escape(device, strlen(device), READING_MAX_ID, dev, sizeof(dev));
+	reading_escape(topic, strlen(topic), LOG_TOPIC_BYTES, top, sizeof(top));
+	reading_escape(msg->payload, (size_t) msg->payloadlen, LOG_PAYLOAD_BYTES,
+				   body, sizeof(body));
+	log_warning("mqtt", "rejected message from device \"%s\" on topic "
+				"\"%s\": %s: %s; payload (%d bytes): \"%s\"",
+				dev, top, reading_reason_name(reason), detail,
+				msg->payloadlen, body);
+}
+
+/* ----------------------------------------------------------------------
+ * The database
+ * ----------------------------------------------------------------------
+ */
+
+/*
+ * Is an error the message's fault?  Data exceptions (22) and constraint
+ * violations (23) are, and so is anything a trigger may raise for one
+ * row; what says the server or the connection cannot take any message
+ * now is not: connection (08), read-only standby (25), serialization or
+ * deadlock (40), missing table or privilege (42), resources (53), object
+ * state or lock (55), shutdown or timeout (57), system (58), internal
+ * (XX).
+ */
+static bool
+error_is_transient(const PGresult *res)
+{
+	static const char *const transient[] = {
+		"08", "25", "40", "42", "53", "55", "57", "58", "XX", "F0"
+	};
+	const char *sqlstate;
+
+	if (state.conn == NULL || PQstatus(state.conn) != CONNECTION_OK)
+		return true;
+	sqlstate = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+	if (sqlstate == NULL || strlen(sqlstate) != 5)
+		return true;			/* an error of libpq itself */
+	for (size_t i = 0; i < sizeof(transient) / sizeof(transient[0]); i++)
+		if (strncmp(sqlstate, transient[i], 2) == 0)
+			return true;
+	return false;
+}
+
+/* The primary message of an error, on one line */
+static const char *
+error_text(const PGresult *res)
+{
+	const char *msg = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+
+	if (msg == NULL && state.conn != NULL)
+		msg = PQerrorMessage(state.conn);
+	return msg && *msg ? msg : "unknown error";
+}
+
+static void
+db_close(void)
+{
+	if (state.conn != NULL)
+		PQfinish(state.conn);
+	state.conn = NULL;
+}
+
+/* Run a statement that returns nothing; returns the failed result or NULL */
+static PGresult *
+db_command(const char *sql)
+{
+	PGresult   *res = PQexec(state.conn, sql);
+
+	if (PQresultStatus(res) == PGRES_COMMAND_OK ||
+		PQresultStatus(res) == PGRES_TUPLES_OK)
+	{
+		PQclear(res);
+		return NULL;
+	}
+	return res;
+}
+
+/* Prepare one statement; returns the failed result or NULL */
+static PGresult *
+db_prepare(const char *name, const char *sql, int nparams)
+{
+	PGresult   *res = PQprepare(state.conn, name, sql, nparams, NULL);
+
+	if (PQresultStatus(res) == PGRES_COMMAND_OK)
+	{
+		PQclear(res);
+		return NULL;
+	}
+	return res;
+}
+
+/*
+ * Connect and prepare.  The fixed settings come before the user's
+ * conninfo (in "dbname", expanded), so the conninfo may override them.
+ * Returns true, or false with why filled in.
+ */
+static bool
+db_connect(char *why, size_t whylen)
+{
+	const char *const keys[] = {
+		"connect_timeout", "application_name", "keepalives_idle",
+		"keepalives_interval", "keepalives_count", "dbname", NULL
+	};
+	const char *const values[] = {
+		DB_CONNECT_TIMEOUT, "livewidget-bridge ingest", "10", "5", "3",
+		state.cfg->database, NULL
+	};
+	PGresult   *res;
+
+	db_close();
+	state.conn = PQconnectdbParams(keys, values, 1);
+	if (PQstatus(state.conn) != CONNECTION_OK)
+	{
+		snprintf(why, whylen, "%s", PQerrorMessage(state.conn));
+		one_line(why);
+		db_close();
+		atomic_fetch_add(&state.db_errors, 1);
+		return false;
+	}
+
+	/* a missing table (extension not created) shows here, not later */
+	if ((res = db_command("SET statement_timeout = '" DB_STATEMENT_TIMEOUT "'")) ||
+		(res = db_prepare("lw_ingest_lock", SQL_LOCK, 1)) ||
+		(res = db_prepare("lw_ingest_insert", SQL_INSERT, 5)))
+	{
+		snprintf(why, whylen, "%s", error_text(res));
+		one_line(why);
+		PQclear(res);
+		db_close();
+		atomic_fetch_add(&state.db_errors, 1);
+		return false;
+	}
+	log_debug("ingest", "connected to the database");
+	return true;
+}
+
+/*
+ * Build the parameters of the INSERT: device, then text[], float8[],
+ * text[] and timestamptz[] literals.  Returns false when out of memory.
+ */
+static bool
+build_params(const ReadingBatch *batch, StrBuf bufs[4])
+{
+	char		num[32];
+	char		ts[READING_TS_LEN];
+
+	for (int k = 0; k < 4; k++)
+		sb_puts(&bufs[k], "{");
+	for (int i = 0; i < batch->count; i++)
+	{
+		const Reading *r = &batch->readings[i];
+		const char *sep = i ? "," : "";
+
+		for (int k = 0; k < 4; k++)
+			sb_puts(&bufs[k], sep);
+		sb_array_text(&bufs[0], r->sensor_type);
+		/* 17 significant digits give back the same double */
+		snprintf(num, sizeof(num), "%.17g", r->value);
+		sb_puts(&bufs[1], num);
+		sb_array_text(&bufs[2], r->unit);
+		if (r->has_ts)
+		{
+			reading_format_ts(r->ts_us, ts);
+			sb_puts(&bufs[3], ts);
+		}
+		else
+			sb_puts(&bufs[3], "NULL");
+	}
+	for (int k = 0; k < 4; k++)
+		sb_puts(&bufs[k], "}");
+	return !bufs[0].failed && !bufs[1].failed && !bufs[2].failed &&
+		!bufs[3].failed;
+}
+
+/*
+ * One transaction: lock the device, insert the readings.  On failure
+ * *failed is the failing result (the caller clears it).  Returns the
+ * number of rows inserted, or -1.
+ */
+static int
+insert_batch(const char *const params[5], PGresult **failed)
+{
+	PGresult   *res;
+	int			inserted;
+
+	if ((*failed = db_command("BEGIN ISOLATION LEVEL READ COMMITTED")) != NULL)
+		return -1;
+
+	res = PQexecPrepared(state.conn, "lw_ingest_lock", 1, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+		goto fail;
+	PQclear(res);
+
+	res = PQexecPrepared(state.conn, "lw_ingest_insert", 5, params, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK)
+		goto fail;
+	inserted = atoi(PQcmdTuples(res));
+	PQclear(res);
+
+	if ((*failed = db_command("COMMIT")) != NULL)
+		return -1;
+	return inserted;
+
+fail:
+	*failed = res;
+	if (PQstatus(state.conn) == CONNECTION_OK)
+		PQclear(db_command("ROLLBACK"));
+	return -1;
+}
+
+/*
+ * Store a parsed message.  STORE_DONE when it committed or the database
+ * refused it for its content (then it is logged as rejected);
+ * STORE_DB_FAILED, with why filled in, when it must be tried again.
+ * Caller holds state.lock.
+ */
+static StoreResult
+store_batch(const char *device, const char *topic, ReadingBatch *batch,
+			const MQTTAsync_message *msg, char *why, size_t whylen)
+{
+	StrBuf		bufs[4];
+	const char *params[5];
+	PGresult   *failed = NULL;
+	int			inserted;
+	StoreResult result = STORE_DONE;
+
+	memset(bufs, 0, sizeof(bufs));
+	if (!build_params(batch, bufs))
+	{
+		/* like a database failure: try again, the memory may come back */
+		snprintf(why, whylen, "out of memory building %d readings",
+				 batch->count);
+		result = STORE_DB_FAILED;
+		goto done;
+	}
+	params[0] = device;
+	for (int k = 0; k < 4; k++)
+		params[k + 1] = bufs[k].data;
+
+	inserted = insert_batch(params, &failed);
+	if (inserted >= 0)
+	{
+		atomic_fetch_add(&state.messages_stored, 1);
+		atomic_fetch_add(&state.readings_stored, (unsigned long long) inserted);
+		atomic_fetch_add(&state.duplicates,
+						 (unsigned long long) (batch->count - inserted));
+		log_debug("mqtt", "stored %d of %d readings from device \"%s\"",
+				  inserted, batch->count, device);
+	}
+	else if (!error_is_transient(failed))
+		log_rejection(device, topic, REJECT_DATABASE, error_text(failed), msg);
+	else
+	{
+		atomic_fetch_add(&state.db_errors, 1);
+		snprintf(why, whylen, "%s", error_text(failed));
+		one_line(why);
+		if (state.conn && PQstatus(state.conn) != CONNECTION_OK)
+			db_close();
+		result = STORE_DB_FAILED;
+	}
+	PQclear(failed);
+
+done:
+	for (int k = 0; k < 4; k++)
+		free(bufs[k].data);
+	return result;
+}
+
+/*
+ * Store with the connection we have, or a new one.  A connection found
+ * broken (the server restarted since it was last used) gets one fresh
+ * attempt before the message counts as failed.
+ */
+static StoreResult
+try_store(const char *device, const char *topic, ReadingBatch *batch,
+		  const MQTTAsync_message *msg, char *why, size_t whylen)
+{
+	bool		had_conn = state.conn != NULL;
+	StoreResult result;
+
+	if (!had_conn && !db_connect(why, whylen))
+		return STORE_DB_FAILED;
+	result = store_batch(device, topic, batch, msg, why, whylen);
+	if (result == STORE_DB_FAILED && had_conn && state.conn == NULL &&
+		db_connect(why, whylen))
+		result = store_batch(device, topic, batch, msg, why, whylen);
+	return result;
+}
+
+/* ----------------------------------------------------------------------
+ * Messages
+ * ----------------------------------------------------------------------
+ */
+
+/*
+ * Parse and store one message.  Caller holds state.lock.  A message the
+ * bridge refuses is logged and counted here and reported as done; on
+ * STORE_DB_FAILED why says what went wrong.
+ */
+static StoreResult
+handle_message(const char *topic, const MQTTAsync_message *msg,
+			   char *why, size_t whylen)
+{
+	char		device[READING_MAX_ID + 1] = "";
+	ReadingBatch batch;
+	RejectReason reason;
+	bool		senml = false;
+	StoreResult result;
+
+	/* which subscription: the JSON one, else the SenML one */
+	if (reading_topic_device(state.patterns[0], topic, device,
+							 sizeof(device)) != REJECT_NONE)
+	{
+		senml = true;
+		if (reading_topic_device(state.patterns[1], topic, device,
+								 sizeof(device)) != REJECT_NONE)
+		{
+			log_rejection("", topic, REJECT_BAD_TOPIC, "the topic has no "
+						  "valid device id where the subscription has \"+\"",
+						  msg);
+			return STORE_DONE;
+		}
+	}
+
+	reason = (senml ? reading_parse_senml : reading_parse_json)
+		(msg->payload, (size_t) msg->payloadlen, device, now_us(), &batch);
+	if (reason != REJECT_NONE)
+	{
+		log_rejection(device, topic, reason, batch.detail, msg);
+		reading_batch_free(&batch);
+		return STORE_DONE;
+	}
+
+	result = try_store(device, topic, &batch, msg, why, whylen);
+	reading_batch_free(&batch);
+	return result;
+}
+
+static void
+free_message(char *topic, MQTTAsync_message *msg)
+{
+	MQTTAsync_freeMessage(&msg);
+	MQTTAsync_free(topic);
+}
+
+/* Keep a message for later; caller holds state.lock */
+static void
+hold_message(char *topic, MQTTAsync_message *msg)
+{
+	HeldMessage *held = malloc(sizeof(HeldMessage));
+
+	if (held == NULL)
+	{
+		/* XXX nowhere to keep it: the broker has its PUBACK, so it is lost */
+		log_error("ingest", "out of memory: a message from topic \"%s\" is lost",
+				  topic);
+		free_message(topic, msg);
+		return;
+	}
+	held->next = NULL;
+	held->topic = topic;
+	held->msg = msg;
+	if (state.held_tail)
+		state.held_tail->next = held;
+	else
+		state.held_head = held;
+	state.held_tail = held;
+	atomic_fetch_add(&state.held_count, 1);
+}
+
+/*
+ * Store held messages in order; stops at the first that fails again.
+ * Returns true when none is left.  Caller holds state.lock.
+ */
+static bool
+store_held(void)
+{
+	char		why[512];
+
+	while (state.held_head != NULL)
+	{
+		HeldMessage *held = state.held_head;
+
+		if (handle_message(held->topic, held->msg, why, sizeof(why)) ==
+			STORE_DB_FAILED)
+			return false;
+		state.held_head = held->next;
+		if (state.held_head == NULL)
+			state.held_tail = NULL;
+		free_message(held->topic, held->msg);
+		free(held);
+		atomic_fetch_sub(&state.held_count, 1);
+	}
+	return true;
+}
+
+/*
+ * Enter the holding state (once per outage, logged): the worker
+ * disconnects from the broker and retries the database.  Caller holds
+ * state.lock.
+ */
+static void
+start_holding(const char *why)
+{
+	if (!state.holding)
+	{
+		log_error("ingest", "could not store readings: %s; holding messages "
+				  "and pausing MQTT until the database is back", why);
+		state.holding = true;
+		state.outage = true;
+		state.backoff_ms = DB_BACKOFF_MIN_MS;
+		atomic_store(&state.ready_db, false);
+	}
+	pthread_cond_signal(&state.wake);
+}
+
+/* ----------------------------------------------------------------------
+ * paho callbacks (paho's threads)
+ * ----------------------------------------------------------------------
+ */
+
+/*
+ * A message arrived (paho has already acknowledged it, see the top of the
+ * file).  It is always taken (return 1): stored, rejected, or held.
+ */
+static int
+on_message(void *context, char *topic, int topic_len, MQTTAsync_message *msg)
+{
+	char		why[512];
+
+	atomic_fetch_add(&state.received, 1);
+
+	/* a NUL inside the topic cannot match a pattern: refuse it whole */
+	if (topic_len > 0 && (size_t) topic_len != strlen(topic))
+	{
+		log_rejection("", topic, REJECT_BAD_TOPIC,
+					  "the topic holds a NUL byte", msg);
+		free_message(topic, msg);
+		return 1;
+	}
+
+	/*
+	 * A retained message comes with every new subscription; it was stored
+	 * when it was published live, or predates this bridge's session.
+	 */
+	if (msg->retained)
+	{
+		atomic_fetch_add(&state.retained_skipped, 1);
+		log_debug("mqtt", "skipped a retained message on topic \"%.*s\"",
+				  LOG_TOPIC_BYTES, topic);
+		free_message(topic, msg);
+		return 1;
+	}
+
+	/* behind held messages, or when storing fails: hold it */
+	pthread_mutex_lock(&state.lock);
+	if (state.holding || state.held_head != NULL)
+		hold_message(topic, msg);
+	else if (handle_message(topic, msg, why, sizeof(why)) == STORE_DB_FAILED)
+	{
+		hold_message(topic, msg);
+		start_holding(why);
+	}
+	else
+		free_message(topic, msg);
+	pthread_mutex_unlock(&state.lock);
+	return 1;
+}
+
+static void
+on_subscribed(void *context, MQTTAsync_successData *response)
+{
+	/* two subscriptions: paho reports the granted QoS as a list */
+	const int  *granted = response->alt.qosList;
+
+	for (int i = 0; i < 2; i++)
+	{
+		if (granted[i] == 0x80)
+		{
+			log_error("mqtt", "the broker refused the subscription to \"%s\"",
+					  state.topics[i]);
+			return;
+		}
+		if (granted[i] == 0)
+			log_warning("mqtt", "the broker granted QoS 0 for \"%s\": "
+						"messages may be lost", state.topics[i]);
+	}
+	atomic_store(&state.subscribed, true);
+	log_info("mqtt", "subscribed to \"%s\" and \"%s\"",
+			 state.topics[0], state.topics[1]);
+}
+
+static void
+on_subscribe_failed(void *context, MQTTAsync_failureData *response)
+{
+	log_error("mqtt", "could not subscribe: %s (code %d)",
+			  response && response->message ? response->message :
+			  MQTTAsync_strerror(response ? response->code : -1),
+			  response ? response->code : -1);
+}
+
+/* Every successful connect, first or automatic: subscribe again */
+static void
+on_connected(void *context, char *cause)
+{
+	MQTTAsync_responseOptions opts = MQTTAsync_responseOptions_initializer;
+	int			qos[2] = {1, 1};
+	int			rc;
+
+	atomic_store(&state.mqtt_connected, true);
+	atomic_store(&state.subscribed, false);
+	atomic_store(&state.mqtt_failure_logged, false);
+	log_info("mqtt", "connected to broker %s", state.cfg->mqtt_url);
+
+	opts.onSuccess = on_subscribed;
+	opts.onFailure = on_subscribe_failed;
+	rc = MQTTAsync_subscribeMany(state.client, 2, state.topics, qos, &opts);
+	if (rc != MQTTASYNC_SUCCESS)
+		log_error("mqtt", "could not subscribe: %s", MQTTAsync_strerror(rc));
+}
+
+static void
+on_connect_failed(void *context, MQTTAsync_failureData *response)
+{
+	/* paho retries by itself; say so once per outage */
+	if (atomic_exchange(&state.mqtt_failure_logged, true))
+		return;
+	log_error("mqtt", "could not connect to broker %s: %s; retrying",
+			  state.cfg->mqtt_url,
+			  response && response->message ? response->message :
+			  MQTTAsync_strerror(response ? response->code : -1));
+}
+
+static void
+on_connection_lost(void *context, char *cause)
+{
+	atomic_store(&state.mqtt_connected, false);
+	atomic_store(&state.subscribed, false);
+	/* this line covers the failed attempts to reconnect that follow */
+	atomic_store(&state.mqtt_failure_logged, true);
+	log_warning("mqtt", "lost the connection to broker %s%s%s; reconnecting",
+				state.cfg->mqtt_url, cause ? ": " : "", cause ? cause : "");
+}
+
+static void
+on_disconnected(void *context, MQTTAsync_successData *response)
+{
+	atomic_store(&state.disconnect_done, true);
+}
+
+static void
+on_disconnect_failed(void *context, MQTTAsync_failureData *response)
+{
+	atomic_store(&state.disconnect_done, true);
+}
+
+/* ----------------------------------------------------------------------
+ * Connecting and disconnecting (never with state.lock held)
+ * ----------------------------------------------------------------------
+ */
+
+static void
+mqtt_connect(void)
+{
+	MQTTAsync_connectOptions opts = MQTTAsync_connectOptions_initializer;
+	int			rc;
+
+	opts.keepAliveInterval = MQTT_KEEPALIVE;
+	opts.cleansession = 0;		/* the broker keeps our messages */
+	opts.MQTTVersion = MQTTVERSION_3_1_1;
+	opts.automaticReconnect = 1;
+	opts.minRetryInterval = MQTT_RETRY_MIN;
+	opts.maxRetryInterval = MQTT_RETRY_MAX;
+	opts.username = state.cfg->mqtt_username;
+	opts.password = state.password;
+	opts.onFailure = on_connect_failed;
+
+	rc = MQTTAsync_connect(state.client, &opts);
+	if (rc != MQTTASYNC_SUCCESS)
+		log_error("mqtt", "could not start connecting to broker %s: %s",
+				  state.cfg->mqtt_url, MQTTAsync_strerror(rc));
+}
+
+static void
+mqtt_disconnect(void)
+{
+	MQTTAsync_disconnectOptions opts = MQTTAsync_disconnectOptions_initializer;
+
+	atomic_store(&state.disconnect_done, false);
+	opts.timeout = MQTT_DISCONNECT_MS;
+	opts.onSuccess = on_disconnected;
+	opts.onFailure = on_disconnect_failed;
+	if (MQTTAsync_disconnect(state.client, &opts) != MQTTASYNC_SUCCESS)
+		atomic_store(&state.disconnect_done, true);
+	atomic_store(&state.mqtt_connected, false);
+	atomic_store(&state.subscribed, false);
+}
+
+/* ----------------------------------------------------------------------
+ * The worker: database availability and held messages
+ * ----------------------------------------------------------------------
+ */
+
+/* Wait up to ms for a signal; caller holds state.lock */
+static void
+wait_ms(int ms)
+{
+	struct timespec until;
+
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += ms / 1000;
+	until.tv_nsec += (long) (ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L)
+	{
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_cond_timedwait(&state.wake, &state.lock, &until);
+}
+
+/*
+ * Try once to get the database back and store what is held.  Returns true
+ * when the database took everything.  Caller holds state.lock.
+ */
+static bool
+try_recover(bool *logged)
+{
+	char		why[512];
+
+	if (state.conn == NULL && !db_connect(why, sizeof(why)))
+	{
+		if (!*logged)
+			log_error("ingest", "could not connect to the database: %s; "
+					  "MQTT stays disconnected until it answers", why);
+		*logged = true;
+		return false;
+	}
+	return store_held();
+}
+
+static void *
+ingest_worker(void *arg)
+{
+	bool		logged = false;
+	int			held;
+
+	pthread_mutex_lock(&state.lock);
+	while (!state.stopping)
+	{
+		if (!state.holding)
+		{
+			pthread_cond_wait(&state.wake, &state.lock);
+			continue;
+		}
+
+		/* first stop taking messages: the broker keeps them from now on */
+		if (state.mqtt_wanted)
+		{
+			state.mqtt_wanted = false;
+			pthread_mutex_unlock(&state.lock);
+			mqtt_disconnect();
+			pthread_mutex_lock(&state.lock);
+			continue;
+		}
+
+		held = atomic_load(&state.held_count);
+		if (!try_recover(&logged))
+		{
+			wait_ms(state.backoff_ms);
+			state.backoff_ms = state.backoff_ms * 2 > DB_BACKOFF_MAX_MS ?
+				DB_BACKOFF_MAX_MS : state.backoff_ms * 2;
+			continue;
+		}
+
+		/* everything held is stored: take messages again */
+		if (state.outage || logged)
+			log_info("ingest", "the database is back; stored %d held "
+					 "message%s, connecting to the broker again",
+					 held, held == 1 ? "" : "s");
+		logged = false;
+		state.outage = false;
+		state.holding = false;
+		state.mqtt_wanted = true;
+		atomic_store(&state.ready_db, true);
+		pthread_mutex_unlock(&state.lock);
+		mqtt_connect();
+		pthread_mutex_lock(&state.lock);
+	}
+	pthread_mutex_unlock(&state.lock);
+	return NULL;
+}
+
+/* ----------------------------------------------------------------------
+ * Public functions (main thread)
+ * ----------------------------------------------------------------------
+ */
+
+/* "$share/<group>/<pattern>" or the pattern itself */
+static char *
+subscription(const char *pattern)
+{
+	char	   *topic;
+
+	if (state.cfg->mqtt_shared_group == NULL)
+		return strdup(pattern);
+	if (asprintf(&topic, "$share/%s/%s", state.cfg->mqtt_shared_group,
+				 pattern) < 0)
+		return NULL;
+	return topic;
+}
+
+/* Read the broker password, if configured; returns false on failure */
+static bool
+read_password(void)
+{
+	size_t		len;
+
+	if (state.cfg->mqtt_password_file == NULL)
+		return true;
+	state.password = config_read_secret(state.cfg->mqtt_password_file, &len);
+	if (state.password == NULL)
+	{
+		log_fatal("mqtt", "could not read mqtt_password_file \"%s\": %s",
+				  state.cfg->mqtt_password_file, strerror(errno));
+		return false;
+	}
+	if (strlen(state.password) != len)
+	{
+		log_fatal("mqtt", "mqtt_password_file \"%s\" holds a NUL byte",
+				  state.cfg->mqtt_password_file);
+		return false;
+	}
+	return true;
+}
+
+static bool
+create_client(void)
+{
+	MQTTAsync_createOptions opts = MQTTAsync_createOptions_initializer;
+	int			rc;
+
+	opts.MQTTVersion = MQTTVERSION_3_1_1;
+	rc = MQTTAsync_createWithOptions(&state.client, state.cfg->mqtt_url,
+									 state.cfg->mqtt_client_id,
+									 MQTTCLIENT_PERSISTENCE_NONE, NULL, &opts);
+	if (rc != MQTTASYNC_SUCCESS)
+	{
+		log_fatal("mqtt", "could not create the MQTT client for %s: %s",
+				  state.cfg->mqtt_url, MQTTAsync_strerror(rc));
+		return false;
+	}
+	state.created = true;
+	if ((rc = MQTTAsync_setCallbacks(state.client, NULL, on_connection_lost,
+									 on_message, NULL)) != MQTTASYNC_SUCCESS ||
+		(rc = MQTTAsync_setConnected(state.client, NULL, on_connected)) !=
+		MQTTASYNC_SUCCESS)
+	{
+		log_fatal("mqtt", "could not set the MQTT callbacks: %s",
+				  MQTTAsync_strerror(rc));
+		return false;
+	}
+	return true;
+}
+
+int
+ingest_start(const Config *cfg)
+{
+	pthread_condattr_t attr;
+
+	state.cfg = cfg;
+	state.patterns[0] = cfg->mqtt_topic;
+	state.patterns[1] = cfg->mqtt_senml_topic;
+	state.topics[0] = subscription(cfg->mqtt_topic);
+	state.topics[1] = subscription(cfg->mqtt_senml_topic);
+	if (state.topics[0] == NULL || state.topics[1] == NULL)
+	{
+		log_fatal("mqtt", "out of memory");
+		return -1;
+	}
+	if (!read_password() || !create_client())
+		return -1;
+
+	pthread_condattr_init(&attr);
+	pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	pthread_cond_init(&state.wake, &attr);
+	pthread_condattr_destroy(&attr);
+
+	/* the worker connects to the database first, then to the broker */
+	state.holding = true;
+	state.backoff_ms = DB_BACKOFF_MIN_MS;
+	if (pthread_create(&state.worker, NULL, ingest_worker, NULL) != 0)
+	{
+		log_fatal("ingest", "could not start the ingest thread");
+		return -1;
+	}
+	state.worker_running = true;
+	return 0;
+}
+
+/*
+ * Held messages left at a stop: keep trying for STOP_DRAIN_SECONDS, then
+ * say how many are lost.  Caller holds state.lock.
+ */
+static void
+drain_held(void)
+{
+	time_t		deadline = time(NULL) + STOP_DRAIN_SECONDS;
+	bool		logged = true;
+	int			left;
+
+	while (state.held_head != NULL && !try_recover(&logged) &&
+		   time(NULL) < deadline)
+		wait_ms(500);
+
+	left = atomic_load(&state.held_count);
+	if (left > 0)
+		log_error("ingest", "%d message%s acknowledged to the broker could "
+				  "not be stored before stopping and %s lost",
+				  left, left == 1 ? "" : "s", left == 1 ? "is" : "are");
+	while (state.held_head != NULL)
+	{
+		HeldMessage *held = state.held_head;
+
+		state.held_head = held->next;
+		free_message(held->topic, held->msg);
+		free(held);
+	}
+	state.held_tail = NULL;
+}
+
+void
+ingest_stop(void)
+{
+	bool		connected;
+
+	if (!state.created)
+		return;
+
+	/* no new work for the worker; MQTT only through this function now */
+	pthread_mutex_lock(&state.lock);
+	state.stopping = true;
+	connected = state.mqtt_wanted;
+	state.mqtt_wanted = false;
+	pthread_cond_signal(&state.wake);
+	pthread_mutex_unlock(&state.lock);
+	if (state.worker_running)
+		pthread_join(state.worker, NULL);
+
+	/*
+	 * Disconnect and wait until paho is done: a message it acknowledges
+	 * meanwhile still reaches on_message() and is stored.
+	 */
+	if (connected)
+	{
+		mqtt_disconnect();
+		for (int i = 0; i < 100 * 5 && !atomic_load(&state.disconnect_done); i++)
+			usleep(10000);
+	}
+
+	pthread_mutex_lock(&state.lock);
+	drain_held();
+	db_close();
+	pthread_mutex_unlock(&state.lock);
+
+	MQTTAsync_destroy(&state.client);
+	state.created = false;
+	free(state.topics[0]);
+	free(state.topics[1]);
+	if (state.password)
+		explicit_bzero(state.password, strlen(state.password));
+	free(state.password);
+	state.topics[0] = state.topics[1] = state.password = NULL;
+	log_info("mqtt", "ingest stopped");
+}
+
+bool
+ingest_ready(void)
+{
+	return atomic_load(&state.mqtt_connected) &&
+		atomic_load(&state.subscribed) && atomic_load(&state.ready_db);
+}
+
+/* ----------------------------------------------------------------------
+ * Metrics
+ * ----------------------------------------------------------------------
+ */
+
+typedef struct MetricsBuf
+{
+	char	   *buf;
+	size_t		size;
+	size_t		len;
+	bool		full;
+} MetricsBuf;
+
+/* Append a whole line or nothing */
+static void
+metric_line(MetricsBuf *m, const char *fmt,...)
+__attribute__((format(printf, 2, 3)));
+
+static void
+metric_line(MetricsBuf *m, const char *fmt,...)
+{
+	va_list		ap;
+	int			n;
+
+	if (m->full)
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(m->buf + m->len, m->size - m->len, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t) n >= m->size - m->len)
+	{
+		m->buf[m->len] = '\0';
+		m->full = true;
+		return;
+	}
+	m->len += (size_t) n;
+}
+
+static void
+metric(MetricsBuf *m, const char *name, const char *type, const char *help,
+	   unsigned long long value)
+{
+	metric_line(m, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n",
+				name, help, name, type, name, value);
+}
+
+size_t
+ingest_metrics(char *buf, size_t len)
+{
+	MetricsBuf	m = {buf, len, 0, len == 0};
+	const char *rej = "livewidget_ingest_messages_rejected_total";
+
+	if (len > 0)
+		buf[0] = '\0';
+	metric(&m, "livewidget_ingest_messages_received_total", "counter",
+		   "MQTT messages received.", atomic_load(&state.received));
+	metric(&m, "livewidget_ingest_messages_stored_total", "counter",
+		   "Messages whose readings were committed.",
+		   atomic_load(&state.messages_stored));
+	metric(&m, "livewidget_ingest_readings_stored_total", "counter",
+		   "Readings inserted into livewidget.sensor_data.",
+		   atomic_load(&state.readings_stored));
+	metric(&m, "livewidget_ingest_readings_duplicate_total", "counter",
+		   "Readings dropped as duplicates of stored ones.",
+		   atomic_load(&state.duplicates));
+	metric_line(&m, "# HELP %s Messages rejected, by reason.\n"
+				"# TYPE %s counter\n", rej, rej);
+	for (int r = REJECT_NONE + 1; r < REJECT_NUM_REASONS; r++)
+		metric_line(&m, "%s{reason=\"%s\"} %llu\n", rej,
+					reading_reason_name((RejectReason) r),
+					atomic_load(&state.rejected[r]));
+	metric(&m, "livewidget_ingest_retained_skipped_total", "counter",
+		   "Retained messages skipped.", atomic_load(&state.retained_skipped));
+	metric(&m, "livewidget_ingest_db_errors_total", "counter",
+		   "Failed attempts to reach or write the database.",
+		   atomic_load(&state.db_errors));
+	metric(&m, "livewidget_ingest_messages_held", "gauge",
+		   "Messages taken from the broker, waiting for the database.",
+		   (unsigned long long) atomic_load(&state.held_count));
+	metric(&m, "livewidget_ingest_mqtt_connected", "gauge",
+		   "1 while connected to the broker.",
+		   atomic_load(&state.mqtt_connected) ? 1 : 0);
+	metric(&m, "livewidget_ingest_ready", "gauge",
+		   "1 while connected, subscribed and able to store.",
+		   ingest_ready() ? 1 : 0);
+	return m.len;
+}

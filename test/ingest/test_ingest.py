@@ -1,0 +1,385 @@
+"""MQTT ingest end to end: Mosquitto -> livewidget-bridge -> PostgreSQL.
+
+Each test publishes with paho-mqtt and checks the rows of
+livewidget.sensor_data and the bridge's counters.  A test that expects
+nothing to be stored waits for the rejection counter to move instead of
+sleeping, then checks that no row appeared.
+"""
+
+import datetime
+import json
+import re
+import signal
+import threading
+import time
+
+import pytest
+
+from conftest import LOG_LINE, wait_for
+
+UTC = datetime.timezone.utc
+
+
+def topic(device, kind="telemetry"):
+    return "devices/%s/%s" % (device, kind)
+
+
+def ts(text):
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+@pytest.fixture
+def bridge(bridge_factory):
+    return bridge_factory()
+
+
+def wait_rows(pg, device, n, timeout=15.0):
+    wait_for(lambda: pg.count(device) >= n, timeout,
+             what="%d rows of %s" % (n, device))
+    return pg.readings(device)
+
+
+def wait_rejected(bridge, reason, before, timeout=15.0):
+    wait_for(lambda: bridge.rejected(reason) > before, timeout,
+             what="a rejection for %s" % reason)
+
+
+def reject_case(pg, mosquitto, bridge, device, payload, reason,
+                kind="telemetry"):
+    """Publish payload, expect it rejected for reason, then prove the next
+    good message of the device is stored."""
+    before = bridge.rejected(reason)
+    mosquitto.publish_one(topic(device, kind), payload)
+    wait_rejected(bridge, reason, before)
+    mosquitto.publish_one(topic(device), {"sensor_type": "ok", "value": 1})
+    rows = wait_rows(pg, device, 1)
+    assert [r[0] for r in rows] == ["ok"], rows
+
+
+def test_single_reading(pg_cluster, mosquitto, bridge, device):
+    mosquitto.publish_one(topic(device), {
+        "device_id": device, "sensor_type": "temperature", "value": 24.8,
+        "unit": "°C", "timestamp": "2025-07-09T09:15:02.25+02:00"})
+    rows = wait_rows(pg_cluster, device, 1)
+    assert rows == [("temperature", 24.8, "°C",
+                     ts("2025-07-09T07:15:02.250Z"))]
+
+
+def test_device_from_topic_and_defaults(pg_cluster, mosquitto, bridge,
+                                        device):
+    """No device_id, unit or timestamp: the topic names the device, the
+    unit is null and ts is the receive time."""
+    before = datetime.datetime.now(UTC)
+    mosquitto.publish_one(topic(device), {"sensor_type": "rh", "value": 41})
+    rows = wait_rows(pg_cluster, device, 1)
+    after = datetime.datetime.now(UTC)
+    assert rows[0][:3] == ("rh", 41.0, None)
+    assert before - datetime.timedelta(seconds=1) <= rows[0][3] <= after
+
+
+def test_epoch_timestamp(pg_cluster, mosquitto, bridge, device):
+    mosquitto.publish_one(topic(device), {
+        "sensor_type": "t", "value": -0.5, "timestamp": 1752045302.125})
+    rows = wait_rows(pg_cluster, device, 1)
+    assert rows[0][3] == ts("2025-07-09T07:15:02.125Z")
+
+
+def test_bulk_keeps_message_order(pg_cluster, mosquitto, bridge, device):
+    readings = [{"sensor_type": "s%d" % (i % 3), "value": 100 - i}
+                for i in range(60)]
+    mosquitto.publish_one(topic(device),
+                          {"device_id": device, "readings": readings})
+    rows = wait_rows(pg_cluster, device, 60)
+    assert [(r[0], r[1]) for r in rows] == \
+        [(r["sensor_type"], r["value"]) for r in readings]
+
+
+def test_messages_stored_in_publish_order(pg_cluster, mosquitto, bridge,
+                                          device):
+    mosquitto.publish([(topic(device), {"sensor_type": "n", "value": i})
+                       for i in range(200)])
+    rows = wait_rows(pg_cluster, device, 200)
+    assert [r[1] for r in rows] == list(range(200))
+
+
+def test_bulk_is_all_or_nothing(pg_cluster, mosquitto, bridge, device):
+    """One bad reading rejects the whole bulk."""
+    reject_case(pg_cluster, mosquitto, bridge, device, {"readings": [
+        {"sensor_type": "a", "value": 1},
+        {"sensor_type": "a", "value": "2"}]}, "invalid_value")
+
+
+def test_device_mismatch_rejected(pg_cluster, mosquitto, bridge, device):
+    reject_case(pg_cluster, mosquitto, bridge, device, {
+        "device_id": "someone-else", "sensor_type": "t", "value": 1},
+        "device_mismatch")
+    assert pg_cluster.count("someone-else") == 0
+
+
+def test_malformed_json_logged_then_next_stored(pg_cluster, mosquitto,
+                                                bridge, device):
+    """The rejection is one log line naming device, topic and reason; the
+    payload is quoted escaped, so a newline in it cannot forge a line."""
+    forged = ("not json\n2026-01-01 00:00:00.000 UTC [1] LOG:  main: "
+              "forged\n" + "x" * 500)
+    reject_case(pg_cluster, mosquitto, bridge, device, forged,
+                "malformed_json")
+    lines = [line for line in bridge.logs().splitlines()
+             if "rejected message" in line and device in line]
+    assert len(lines) == 1, lines
+    line = lines[0]
+    assert ('mqtt: rejected message from device "%s" on topic "%s": '
+            'malformed_json' % (device, topic(device))) in line
+    assert "forged" in line and "\\x0a" in line
+    quoted = line.split('payload (%d bytes): "' % len(forged))[1]
+    assert quoted.endswith('..."')
+    assert len(quoted) < 4 * 200 + 8
+    for l in bridge.logs().splitlines():
+        assert LOG_LINE.match(l), l
+        assert not l.startswith("2026-01-01 00:00:00.000 UTC [1]"), l
+
+
+@pytest.mark.parametrize("value", ['"24.8"', "true", "null", "[1]", "{}"])
+def test_non_numeric_value_rejected(pg_cluster, mosquitto, bridge, device,
+                                    value):
+    reject_case(pg_cluster, mosquitto, bridge, device,
+                '{"sensor_type":"t","value":%s}' % value, "invalid_value")
+
+
+@pytest.mark.parametrize("payload,reason", [
+    ({"value": 1}, "missing_field"),
+    ({"sensor_type": "t"}, "missing_field"),
+    ({"sensor_type": "", "value": 1}, "invalid_field"),
+    ({"sensor_type": "x" * 129, "value": 1}, "invalid_field"),
+    ({"sensor_type": "a\u0007b", "value": 1}, "invalid_field"),
+    ({"sensor_type": "t", "value": 1, "unit": 5}, "invalid_field"),
+    ({"sensor_type": "t", "value": 1, "unit": "u" * 257}, "invalid_field"),
+    ({"readings": []}, "missing_field"),
+    ([1, 2], "malformed_json"),
+    ('{"sensor_type":"t","value":1,"value":2}', "malformed_json"),
+    ('{"sensor_type":"t","value":1e999}', "malformed_json"),
+])
+def test_invalid_message_rejected(pg_cluster, mosquitto, bridge, device,
+                                  payload, reason):
+    reject_case(pg_cluster, mosquitto, bridge, device, payload, reason)
+
+
+@pytest.mark.parametrize("stamp", [
+    "2025-07-09T07:15:02",             # no offset
+    "2025-07-09 07:15:02Z",            # space, not T
+    "2025-02-29T00:00:00Z",            # not a leap year
+    "2025-07-09T24:00:00Z",
+    "2025-07-09T07:15:02+25:00",
+    "yesterday",
+    -1,                                # before the epoch
+    1e300,
+    True,
+    "2999-01-01T00:00:00Z",            # more than a day ahead
+])
+def test_bad_timestamp_rejected(pg_cluster, mosquitto, bridge, device, stamp):
+    reject_case(pg_cluster, mosquitto, bridge, device,
+                {"sensor_type": "t", "value": 1, "timestamp": stamp},
+                "bad_timestamp")
+
+
+def test_too_large_rejected(pg_cluster, mosquitto, bridge, device):
+    """Over 1 MiB of payload, or over 10,000 readings: rejected whole."""
+    big = json.dumps({"sensor_type": "t", "value": 1, "pad": "x" * (1 << 20)})
+    reject_case(pg_cluster, mosquitto, bridge, device, big, "too_large")
+    many = {"readings": [{"sensor_type": "t", "value": i}
+                         for i in range(10001)]}
+    before = bridge.rejected("too_large")
+    mosquitto.publish_one(topic(device), many)
+    wait_rejected(bridge, "too_large", before)
+    assert pg_cluster.count(device) == 1        # the "ok" of reject_case
+
+
+def test_largest_bulk_accepted(pg_cluster, mosquitto, bridge, device):
+    readings = [{"sensor_type": "t", "value": i, "unit": "°C",
+                 "timestamp": 1752045302 + i} for i in range(10000)]
+    mosquitto.publish_one(topic(device), {"readings": readings})
+    rows = wait_rows(pg_cluster, device, 10000, timeout=30)
+    assert len(rows) == 10000 and rows[-1][1] == 9999
+
+
+def test_bad_topic_rejected(pg_cluster, mosquitto, bridge, device):
+    """A device id longer than 128 bytes cannot be stored."""
+    long_id = "d" * 129
+    before = bridge.rejected("bad_topic")
+    mosquitto.publish_one(topic(long_id), {"sensor_type": "t", "value": 1})
+    wait_rejected(bridge, "bad_topic", before)
+    assert pg_cluster.count(long_id) == 0
+
+
+def test_redelivery_is_not_stored_twice(pg_cluster, mosquitto, bridge,
+                                        device):
+    """The same readings with device timestamps, delivered twice (QoS 1 is
+    at least once), are stored once; within a message the first repeat
+    wins."""
+    message = {"readings": [
+        {"sensor_type": "t", "value": 1, "timestamp": "2025-07-09T07:15:02Z"},
+        {"sensor_type": "h", "value": 2, "timestamp": "2025-07-09T07:15:02Z"},
+        {"sensor_type": "t", "value": 3, "timestamp": "2025-07-09T07:15:02Z"},
+        {"sensor_type": "t", "value": 4, "timestamp": 1752045302.5}]}
+    dup_before = bridge.metric("livewidget_ingest_readings_duplicate_total")
+    mosquitto.publish([(topic(device), message), (topic(device), message)])
+    wait_for(lambda: bridge.metric("livewidget_ingest_readings_duplicate_total")
+             >= dup_before + 5, what="the duplicates to be counted")
+    rows = pg_cluster.readings(device)
+    assert [(r[0], r[1]) for r in rows] == [("t", 1), ("h", 2), ("t", 4)]
+
+
+def test_readings_without_timestamp_all_kept(pg_cluster, mosquitto, bridge,
+                                             device):
+    message = {"readings": [{"sensor_type": "t", "value": 7}] * 5}
+    mosquitto.publish([(topic(device), message), (topic(device), message)])
+    rows = wait_rows(pg_cluster, device, 10)
+    assert len(rows) == 10 and all(r[1] == 7 for r in rows)
+
+
+def test_database_refusal_rejects_not_retries(pg_cluster, mosquitto, bridge,
+                                              device):
+    """A message the database refuses for its content (a CHECK constraint
+    here) is rejected once, not retried; the next one is stored."""
+    name = "only_small_" + device.replace("-", "_")
+    pg_cluster.query("ALTER TABLE livewidget.sensor_data ADD CONSTRAINT %s "
+                     "CHECK (device_id <> '%s' OR value < 100) NOT VALID"
+                     % (name, device))
+    try:
+        reject_case(pg_cluster, mosquitto, bridge, device,
+                    {"sensor_type": "t", "value": 1000},
+                    "rejected_by_database")
+        assert bridge.metric("livewidget_ingest_messages_held") == 0
+    finally:
+        pg_cluster.query("ALTER TABLE livewidget.sensor_data "
+                         "DROP CONSTRAINT %s" % name)
+
+
+def test_senml_pack(pg_cluster, mosquitto, bridge, device):
+    pack = [{"bn": device + "/", "bt": 1752045300, "bu": "Cel",
+             "n": "temperature", "v": 23.5},
+            {"n": "temperature", "t": 1, "v": 23.75},
+            {"n": "humidity", "u": "%RH", "t": 1, "v": 41}]
+    mosquitto.publish_one(topic(device, "senml"), pack)
+    rows = wait_rows(pg_cluster, device, 3)
+    assert rows == [
+        ("temperature", 23.5, "Cel", ts("2025-07-09T07:15:00Z")),
+        ("temperature", 23.75, "Cel", ts("2025-07-09T07:15:01Z")),
+        ("humidity", 41.0, "%RH", ts("2025-07-09T07:15:01Z"))]
+
+
+def test_senml_without_numeric_value_rejected(pg_cluster, mosquitto, bridge,
+                                              device):
+    reject_case(pg_cluster, mosquitto, bridge, device,
+                [{"n": "temperature", "v": 1}, {"n": "door", "vb": True}],
+                "invalid_value", kind="senml")
+    assert "only numeric values are stored" in bridge.logs()
+
+
+def test_retained_copy_not_stored_again(pg_cluster, mosquitto,
+                                        bridge_factory, device):
+    """A retained message is stored when published; the copy the broker
+    hands to every new subscription is skipped."""
+    first = bridge_factory()
+    mosquitto.publish_one(topic(device), {"sensor_type": "t", "value": 1},
+                          retain=True)
+    wait_rows(pg_cluster, device, 1)
+    try:
+        second = bridge_factory()
+        wait_for(lambda: second.metric(
+            "livewidget_ingest_retained_skipped_total") >= 1,
+            what="the retained copy to be skipped")
+        assert pg_cluster.count(device) == 1
+    finally:
+        mosquitto.publish_one(topic(device), "", retain=True)   # clear it
+
+
+def test_shared_subscription(pg_cluster, mosquitto, bridge_factory, device):
+    bridge = bridge_factory(mqtt_shared_group="lw-test")
+    assert '"$share/lw-test/devices/+/telemetry"' in bridge.logs()
+    mosquitto.publish_one(topic(device), {"sensor_type": "t", "value": 5})
+    assert wait_rows(pg_cluster, device, 1)[0][1] == 5
+
+
+def test_metrics_and_readiness(pg_cluster, mosquitto, bridge, device):
+    m = bridge.metrics()
+    assert m["livewidget_ingest_mqtt_connected"] == 1
+    assert m["livewidget_ingest_ready"] == 1
+    for reason in ("malformed_json", "invalid_value", "device_mismatch",
+                   "missing_field", "too_large", "bad_timestamp",
+                   "bad_topic", "invalid_field", "rejected_by_database"):
+        assert 'livewidget_ingest_messages_rejected_total{reason="%s"}' \
+            % reason in m
+    received = m["livewidget_ingest_messages_received_total"]
+    stored = m["livewidget_ingest_readings_stored_total"]
+    mosquitto.publish_one(topic(device), {"readings": [
+        {"sensor_type": "a", "value": 1}, {"sensor_type": "b", "value": 2}]})
+    wait_rows(pg_cluster, device, 2)
+    m = bridge.metrics()
+    assert m["livewidget_ingest_messages_received_total"] == received + 1
+    assert m["livewidget_ingest_readings_stored_total"] == stored + 2
+
+
+def test_database_restart(pg_cluster, mosquitto, bridge_factory, device):
+    """Messages published while PostgreSQL is down are stored once it is
+    back, in order, and the bridge is not ready meanwhile."""
+    bridge = bridge_factory()
+    mosquitto.publish_one(topic(device), {"sensor_type": "n", "value": 0})
+    wait_rows(pg_cluster, device, 1)
+
+    pg_cluster.stop()
+    try:
+        mosquitto.publish([(topic(device), {"sensor_type": "n", "value": i})
+                           for i in range(1, 31)])
+        wait_for(lambda: bridge.get("/readyz")[0] == 503,
+                 what="the bridge to report not ready")
+        time.sleep(1)
+    finally:
+        pg_cluster.start()
+
+    rows = wait_rows(pg_cluster, device, 31, timeout=60)
+    assert [r[1] for r in rows] == list(range(31))
+    bridge.wait_ready(60)
+    logs = bridge.logs()
+    assert logs.count("holding messages and pausing MQTT") == 1, logs
+    assert "the database is back" in logs
+
+
+def test_bridge_down_messages_kept_by_broker(pg_cluster, mosquitto,
+                                             bridge_factory, device):
+    """The persistent session: what is published while the bridge is
+    stopped arrives when it starts again with the same client id."""
+    client_id = "lw-test-session-" + device
+    first = bridge_factory(mqtt_client_id=client_id)
+    assert first.stop() == 0
+    mosquitto.publish([(topic(device), {"sensor_type": "n", "value": i})
+                       for i in range(20)])
+    bridge_factory(mqtt_client_id=client_id)
+    rows = wait_rows(pg_cluster, device, 20)
+    assert [r[1] for r in rows] == list(range(20))
+
+
+def test_graceful_stop_loses_and_duplicates_nothing(pg_cluster, mosquitto,
+                                                    bridge_factory, device):
+    """SIGTERM in the middle of a stream of readings without timestamps
+    (which are never merged, so a duplicate would show): after a restart
+    every reading is there exactly once."""
+    client_id = "lw-test-stop-" + device
+    first = bridge_factory(mqtt_client_id=client_id)
+    total = 600
+    publisher = threading.Thread(target=mosquitto.publish, args=(
+        [(topic(device), {"sensor_type": "n", "value": i})
+         for i in range(total)],))
+    publisher.start()
+    wait_for(lambda: pg_cluster.count(device) >= 50, what="a first part")
+    assert first.stop() == 0
+    publisher.join(30)
+    stopped_at = pg_cluster.count(device)
+    assert stopped_at < total, "the stop came too late to test anything"
+
+    bridge_factory(mqtt_client_id=client_id)
+    rows = wait_rows(pg_cluster, device, total, timeout=30)
+    time.sleep(1)
+    rows = pg_cluster.readings(device)
+    assert sorted(r[1] for r in rows) == list(range(total))
+    assert [r[1] for r in rows] == list(range(total))
