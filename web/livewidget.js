@@ -40,6 +40,7 @@ export const BACKOFF_CAP_MS = 30000;
 const HEALTHY_MS = 5000;
 
 /* Close codes of the contract that must not be retried as they are. */
+const CLOSE_BAD_REQUEST = 4400;
 const CLOSE_UNAUTHORIZED = 4401;
 const CLOSE_FORBIDDEN = 4403;
 const CLOSE_NOT_FOUND = 4404;
@@ -238,7 +239,8 @@ function websocketUrl(baseUrl, widget, after, token, tokenInQuery) {
  *  - `'stopped'`      given up for good: `detail.error` is a
  *                     LivewidgetError whose status is 401/4401 (token
  *                     refused), 403/4403 (dashboard not granted) or
- *                     404/4404 (unknown widget)
+ *                     404/4404 (unknown widget); 4400 (the server
+ *                     refused the request as malformed)
  *  - `'closed'`       `close()` was called
  *
  * @param {object} options
@@ -424,7 +426,8 @@ class Subscription {
       } else {
         this.stop(new LivewidgetError(reason || 'token refused', code));
       }
-    } else if (code === CLOSE_FORBIDDEN || code === CLOSE_NOT_FOUND) {
+    } else if (code === CLOSE_FORBIDDEN || code === CLOSE_NOT_FOUND ||
+        code === CLOSE_BAD_REQUEST) {
       this.stop(new LivewidgetError(reason || 'refused', code));
     } else {
       this.retry(code, reason);
