@@ -86,35 +86,35 @@ typedef struct ConfigKey
 
 static const ConfigKey config_keys[] = {
 	{"database", CONFIG_CONNINFO, "", false, true, FIELD(database),
-	"libpq connection string; PG* variables and .pgpass apply"},
+	"libpq conninfo; PG* variables, .pgpass apply"},
 	{"mqtt_url", CONFIG_MQTT_URL, "mqtt://127.0.0.1:1883", false, false,
-	FIELD(mqtt_url), "MQTT broker, mqtt://host:port (no TLS in this build)"},
+	FIELD(mqtt_url), "broker, mqtt://host:port (no TLS here)"},
 	{"mqtt_topic", CONFIG_TOPIC, "devices/+/telemetry", false, false,
-	FIELD(mqtt_topic), "subscription for JSON readings; \"+\" is the device"},
+	FIELD(mqtt_topic), "JSON readings; the \"+\" level is the device id"},
 	{"mqtt_senml_topic", CONFIG_TOPIC, "devices/+/senml", false, false,
-	FIELD(mqtt_senml_topic), "subscription for SenML packs (RFC 8428)"},
+	FIELD(mqtt_senml_topic), "SenML packs (RFC 8428), same form"},
 	{"mqtt_shared_group", CONFIG_GROUP, NULL, false, false,
-	FIELD(mqtt_shared_group), "subscribe as $share/<group>/<topic> (unset: plain)"},
-	{"mqtt_client_id", CONFIG_TEXT, "livewidget-bridge-<hostname>", false, false,
-	FIELD(mqtt_client_id), "MQTT client id; the broker keeps its session"},
-	{"mqtt_username", CONFIG_TEXT, NULL, false, false,
-	FIELD(mqtt_username), "user name given to the broker"},
+	FIELD(mqtt_shared_group), "subscribe through $share/<group>/<topic>"},
+	{"mqtt_client_id", CONFIG_TEXT, "livewidget-bridge-<hostname>", false,
+	false, FIELD(mqtt_client_id), "client id; the broker keeps its session"},
+	{"mqtt_username", CONFIG_TEXT, NULL, false, false, FIELD(mqtt_username),
+	"user name for the broker"},
 	{"mqtt_password_file", CONFIG_FILE, NULL, false, false,
 	FIELD(mqtt_password_file), "file holding the broker password"},
 	{"listen", CONFIG_LISTEN, "127.0.0.1:8080", false, false, FIELD(listen),
-	"HTTP and WebSocket address, host:port"},
+	"HTTP and WebSocket address"},
 	{"jwt_secret_file", CONFIG_FILE, NULL, false, false,
-	FIELD(jwt_secret_file), "HS256 secret for viewer tokens (at least 32 bytes)"},
+	FIELD(jwt_secret_file), "HS256 viewer-token secret, 32 bytes or more"},
 	{"jwt_public_key_file", CONFIG_FILE, NULL, false, false,
-	FIELD(jwt_public_key_file), "RS256/ES256 public key (PEM) for viewer tokens"},
+	FIELD(jwt_public_key_file), "RS256/ES256 viewer-token public key (PEM)"},
 	{"jwt_audience", CONFIG_TEXT, NULL, false, false, FIELD(jwt_audience),
-	"required \"aud\" of viewer tokens (unset: tokens must have none)"},
+	"required aud of tokens (unset: none allowed)"},
 	{"jwt_issuer", CONFIG_TEXT, NULL, false, false, FIELD(jwt_issuer),
-	"required \"iss\" of viewer tokens (unset: not checked)"},
+	"required iss of tokens (unset: not checked)"},
 	{"web_root", CONFIG_PATH, LW_WEB_ROOT, false, false, FIELD(web_root),
 	"directory of the dashboard's static files"},
 	{"log_level", CONFIG_LOG_LEVEL, "info", true, false, FIELD(log_level),
-	"error, warning, info or debug"},
+	"error, warning, info or debug (reloadable)"},
 };
 
 #define NUM_KEYS	(sizeof(config_keys) / sizeof(config_keys[0]))
@@ -679,12 +679,12 @@ print_help(void)
 		char		opt[64];
 
 		snprintf(opt, sizeof(opt), "--%s=%s", k->name, type_metavar[k->type]);
-		printf("  %-34s %s\n", opt, k->help);
+		printf("  %-30s %s\n", opt, k->help);
 		if (k->default_value && k->default_value[0])
-			printf("  %-34s (default: %s)\n", "", k->default_value);
+			printf("  %-30s (default: %s)\n", "", k->default_value);
 	}
-	printf("  %-34s %s\n", "--help", "show this help, then exit");
-	printf("  %-34s %s\n", "--version", "show the version, then exit");
+	printf("  %-30s %s\n", "--help", "show this help, then exit");
+	printf("  %-30s %s\n", "--version", "show the version, then exit");
 	printf("\nThe bridge runs in the foreground; SIGTERM or SIGINT stops it "
 		   "gracefully,\nSIGHUP rereads the configuration (log_level).\n");
 }
