@@ -173,12 +173,14 @@ lock_widgets(StatementWork *work)
 	{
 		WidgetBuffer *w = &work->widgets[i];
 		HeapTuple	tup = tt->vals[i];
+		TupleDesc	desc = tt->tupdesc;
 		bool		isnull;
 
-		w->widget_id = TextDatumGetCString(SPI_getbinval(tup, tt->tupdesc, 1, &isnull));
-		w->last_seq = DatumGetInt64(SPI_getbinval(tup, tt->tupdesc, 2, &isnull));
-		w->sample_count = DatumGetInt32(SPI_getbinval(tup, tt->tupdesc, 3, &isnull));
-		w->max_samples = DatumGetInt32(SPI_getbinval(tup, tt->tupdesc, 4, &isnull));
+		w->widget_id = TextDatumGetCString(SPI_getbinval(tup, desc, 1,
+														 &isnull));
+		w->last_seq = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+		w->sample_count = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
+		w->max_samples = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
 	}
 	SPI_freetuptable(tt);
 
@@ -230,27 +232,28 @@ load_new_readings(StatementWork *work)
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		HeapTuple	tup = tt->vals[i];
+		TupleDesc	desc = tt->tupdesc;
 		bool		isnull;
 		char	   *widget_id;
 		WidgetBuffer *w;
 		bool		in_range;
 
-		widget_id = TextDatumGetCString(SPI_getbinval(tup, tt->tupdesc, 1, &isnull));
+		widget_id = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
 		w = find_widget(work, widget_id);
 		if (w == NULL)
 			continue;			/* tracked, but has no state row: not fed */
 
-		in_range = DatumGetBool(SPI_getbinval(tup, tt->tupdesc, 6, &isnull));
+		in_range = DatumGetBool(SPI_getbinval(tup, desc, 6, &isnull));
 		if (!isnull && in_range)
 		{
-			add_new_reading(w, tup, tt->tupdesc);
+			add_new_reading(w, tup, desc);
 			continue;
 		}
 		if (work->nskipped++ == 0)
 		{
 			work->skipped_widget = widget_id;
-			work->skipped_ts = DatumGetTimestampTz(SPI_getbinval(tup, tt->tupdesc,
-																 3, &isnull));
+			work->skipped_ts =
+				DatumGetTimestampTz(SPI_getbinval(tup, desc, 3, &isnull));
 		}
 	}
 	SPI_freetuptable(tt);
@@ -294,17 +297,19 @@ load_oldest_samples(StatementWork *work)
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		HeapTuple	tup = tt->vals[i];
+		TupleDesc	desc = tt->tupdesc;
 		bool		isnull;
+		char	   *widget_id;
 		WidgetBuffer *w;
 		OldSample  *o;
 
-		w = find_widget(work, TextDatumGetCString(SPI_getbinval(tup, tt->tupdesc,
-																  1, &isnull)));
+		widget_id = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
+		w = find_widget(work, widget_id);
 		if (w == NULL || w->nold >= w->oldwanted)
-			elog(ERROR, "unexpected row for widget in livewidget oldest samples");
+			elog(ERROR, "unexpected oldest sample of widget \"%s\"", widget_id);
 		o = &w->olds[w->nold++];
-		o->seq = DatumGetInt64(SPI_getbinval(tup, tt->tupdesc, 2, &isnull));
-		o->ts = DatumGetTimestampTz(SPI_getbinval(tup, tt->tupdesc, 3, &isnull));
+		o->seq = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+		o->ts = DatumGetTimestampTz(SPI_getbinval(tup, desc, 3, &isnull));
 	}
 	SPI_freetuptable(tt);
 }

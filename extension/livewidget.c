@@ -19,12 +19,14 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type_d.h"
 #include "mb/pg_wchar.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/snapmgr.h"
 
 #include "livewidget.h"
 
@@ -310,7 +312,22 @@ lw_execute(LwQueryId id, Datum *values, const bool *nulls, bool read_only,
 		nullflags[i] = (nulls != NULL && nulls[i]) ? 'n' : ' ';
 	nullflags[nargs] = '\0';
 
-	rc = SPI_execute_plan(lw_plan(id), values, nullflags, read_only, 0);
+	if (!read_only && IsolationUsesXactSnapshot())
+	{
+		/*
+		 * Under REPEATABLE READ or SERIALIZABLE the transaction snapshot may
+		 * predate commits the buffer must follow: a new mapping, another
+		 * writer's samples.  Read and write the extension's tables as of
+		 * now instead, as ri_triggers.c does for its checks.  A row lock on
+		 * a concurrently updated state row still fails with a
+		 * serialization error.
+		 */
+		rc = SPI_execute_snapshot(lw_plan(id), values, nullflags,
+								  GetLatestSnapshot(), InvalidSnapshot,
+								  false, true, 0);
+	}
+	else
+		rc = SPI_execute_plan(lw_plan(id), values, nullflags, read_only, 0);
 	MemoryContextSwitchTo(callercxt);
 	if (rc != expected)
 		elog(ERROR, "livewidget query %d failed: %s", (int) id,

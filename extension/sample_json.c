@@ -45,7 +45,8 @@
 #define LW_SAMPLE_MAX_JSON		(20 + 30 + DOUBLE_SHORTEST_DECIMAL_LEN + \
 								 6 * LW_UNIT_MAX_BYTES + 64)
 
-StaticAssertDecl(LW_SAMPLE_MAX_JSON + 32 + LW_WIDGET_ID_MAX_LEN < LW_PAYLOAD_LIMIT,
+StaticAssertDecl(LW_SAMPLE_MAX_JSON + 32 + LW_WIDGET_ID_MAX_LEN <
+				 LW_PAYLOAD_LIMIT,
 				 "a sample must fit a notification payload");
 StaticAssertDecl(LW_PAYLOAD_LIMIT <= BLCKSZ - NAMEDATALEN - 128,
 				 "the payload limit must not exceed PostgreSQL's");

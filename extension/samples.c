@@ -38,8 +38,10 @@ append_sample_row(StringInfo buf, HeapTuple tup, TupleDesc desc, int first,
 	sample.seq = DatumGetInt64(SPI_getbinval(tup, desc, first, &isnull));
 	if (isnull)
 		return false;
-	sample.ts = DatumGetTimestampTz(SPI_getbinval(tup, desc, first + 1, &isnull));
-	sample.value = DatumGetFloat8(SPI_getbinval(tup, desc, first + 2, &isnull));
+	sample.ts = DatumGetTimestampTz(SPI_getbinval(tup, desc, first + 1,
+												  &isnull));
+	sample.value = DatumGetFloat8(SPI_getbinval(tup, desc, first + 2,
+												&isnull));
 	unit = SPI_getbinval(tup, desc, first + 3, &isnull);
 	sample.unit = isnull ? NULL : TextDatumGetCString(unit);
 

@@ -12,6 +12,10 @@
  * buffer trigger; it is never missed by both.  Then they lock the
  * widget's state row, like the trigger, so seq stays in commit order.
  *
+ * Under REPEATABLE READ and SERIALIZABLE the same holds: the extension's
+ * own queries run with a fresh snapshot (see lw_execute()), so neither
+ * the fill nor the trigger works from a view older than the lock.
+ *
  *	  fill	put the newest readings, up to max_samples, in an empty buffer
  *	  trim	keep only the newest n samples (0 empties the buffer)
  *
@@ -162,8 +166,10 @@ get_mapping(Mapping *map, const char *widget_id)
 
 	tup = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
-	map->device_id = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
-	map->sensor_type = TextDatumGetCString(SPI_getbinval(tup, desc, 2, &isnull));
+	map->device_id = TextDatumGetCString(SPI_getbinval(tup, desc, 1,
+													  &isnull));
+	map->sensor_type = TextDatumGetCString(SPI_getbinval(tup, desc, 2,
+														 &isnull));
 	map->max_samples = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
 	SPI_freetuptable(SPI_tuptable);
 }
