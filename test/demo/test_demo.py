@@ -296,12 +296,21 @@ def test_dashboard_page_in_headless_chromium(demo):
 
 # Stop ------------------------------------------------------------------------
 
-def alive(pid):
+def running(pid):
+    """True while pid runs; a zombie waiting for its reaper does not."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open("/proc/%d/stat" % pid) as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
         return False
-    return True
+
+
+def alive(pid, grace=5.0):
+    """running(pid), allowing a stopping process a few seconds to go."""
+    deadline = time.monotonic() + grace
+    while running(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return running(pid)
 
 
 def processes_mentioning(text):
@@ -319,7 +328,7 @@ def processes_mentioning(text):
 
 
 def test_ctrl_c_stops_everything_and_removes_the_directory(demo):
-    assert all(alive(pid) for pid in demo.pids.values()), demo.pids
+    assert all(running(pid) for pid in demo.pids.values()), demo.pids
     assert set(demo.pids) == {"postgres", "mosquitto", "bridge", "replay"}
     assert demo.interrupt() == 0, demo.output()
     for name, pid in demo.pids.items():
@@ -328,11 +337,13 @@ def test_ctrl_c_stops_everything_and_removes_the_directory(demo):
     assert processes_mentioning(demo.tmp) == []
     for port in (HTTP_PORT, MQTT_PORT, PG_PORT):
         with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(("127.0.0.1", port))      # free again
 
 
 def test_a_port_in_use_is_a_clear_error():
     with socket.socket() as busy:
+        busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         busy.bind(("127.0.0.1", HTTP_PORT))
         busy.listen()
         env = dict(os.environ, LW_DEMO_HTTP_PORT=str(HTTP_PORT),
