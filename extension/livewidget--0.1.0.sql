@@ -96,6 +96,12 @@ CREATE TABLE livewidget.widget_state (
 -- tracked_variable and the restored readings are not buffered a second
 -- time.
 --
+-- XXX A parallel restore (pg_restore -j) may load sensor_data while or
+-- after the other tables are loaded; the buffer trigger then appends the
+-- restored readings again and the buffers end up wrong.  Restore this
+-- extension's tables without -j.  A fix would be a way for the trigger to
+-- tell a restore from ordinary inserts.
+--
 SELECT pg_catalog.pg_extension_config_dump('livewidget.sensor_data', '');
 SELECT pg_catalog.pg_extension_config_dump('livewidget.tracked_variable', '');
 SELECT pg_catalog.pg_extension_config_dump('livewidget.widget_sample', '');
