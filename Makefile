@@ -29,6 +29,9 @@ include $(PGXS)
 
 PREFIX ?= /usr/local
 
+# PGXS does not track header dependencies.
+$(OBJS): $(wildcard extension/*.h)
+
 all: bridge
 
 .PHONY: bridge install-bridge clean-bridge format-check version-check
