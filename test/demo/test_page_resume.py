@@ -9,7 +9,6 @@ Uses the real PostgreSQL, Mosquitto and bridge fixtures of test/conftest.py.
 import datetime
 import json
 import os
-import socket
 import subprocess
 
 import pytest
@@ -28,7 +27,7 @@ def insert(pg, widget, first, last):
     pg.sql("INSERT INTO livewidget.sensor_data "
            "(device_id, sensor_type, value, unit, ts) "
            "SELECT %s, %s, i, '°C', %s::timestamptz + i * interval '1 minute' "
-           "FROM generate_series(%s, %s) AS i",
+           "FROM generate_series(%s::int, %s::int) AS i",
            (widget["device"], widget["sensor"], T0, first, last))
 
 
@@ -61,16 +60,18 @@ class Page:
             self.proc.wait()
 
 
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def restart(start_bridge, port):
+    """A new bridge on the port of the stopped one (the page's origin)."""
+    bridge = start_bridge(wait=False, listen="127.0.0.1:%d" % port)
+    bridge.port = port
+    bridge.url = "http://127.0.0.1:%d" % port
+    return bridge.wait_ready()
 
 
 def test_page_resumes_after_restarts_and_reloads_after_a_reset(
         pg, start_bridge, make_token, widget):
-    listen = "127.0.0.1:%d" % free_port()
-    bridge = start_bridge(listen=listen)
+    bridge = start_bridge()
+    port = bridge.port
     insert(pg, widget, 1, 10)
     token = make_token([widget["dashboard"]])
     page = Page("%s/dashboards/%s#token=%s" % (bridge.url,
@@ -83,7 +84,7 @@ def test_page_resumes_after_restarts_and_reloads_after_a_reset(
         bridge.stop()
         page.wait(widget=w, state="reconnecting")
         insert(pg, widget, 11, 15)
-        bridge = start_bridge(listen=listen)
+        bridge = restart(start_bridge, port)
         card = page.wait(widget=w, state="live", points=15,
                          newest=stamp(15))
         assert card["oldest"] == stamp(1) and card["value"] == "15"
@@ -96,7 +97,7 @@ def test_page_resumes_after_restarts_and_reloads_after_a_reset(
         # must show exactly the buffer, 41..90.
         bridge.stop()
         insert(pg, widget, 18, 90)
-        bridge = start_bridge(listen=listen)
+        bridge = restart(start_bridge, port)
         card = page.wait(widget=w, state="live", points=50,
                          oldest=stamp(41), newest=stamp(90))
         assert card["value"] == "90"
