@@ -394,6 +394,20 @@ db_prepare(const char *name, const char *sql, int nparams)
 }
 
 /*
+ * Messages the server sends on its own (a NOTICE, or the FATAL of a
+ * shutdown) would go to stderr raw; make them log lines.
+ */
+static void
+notice_to_log(void *arg, const char *message)
+{
+	char		line[512];
+
+	snprintf(line, sizeof(line), "%s", message);
+	one_line(line);
+	log_info("ingest", "database server: %s", line);
+}
+
+/*
  * Connect and prepare.  The fixed settings come before the user's
  * conninfo (in "dbname", expanded), so the conninfo may override them.
  * Returns true, or false with why filled in.
@@ -421,6 +435,8 @@ db_connect(char *why, size_t whylen)
 		atomic_fetch_add(&state.db_errors, 1);
 		return false;
 	}
+
+	PQsetNoticeProcessor(state.conn, notice_to_log, NULL);
 
 	/* a missing table (extension not created) shows here, not later */
 	if ((res = db_command("SET statement_timeout = '" DB_STATEMENT_TIMEOUT "'")) ||

@@ -32,7 +32,9 @@ import psycopg
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-BRIDGE_BIN = ROOT / "bridge" / "livewidget-bridge"
+# LW_TEST_BRIDGE runs the tests against another build (e.g. with ASan)
+BRIDGE_BIN = pathlib.Path(os.environ.get(
+    "LW_TEST_BRIDGE", str(ROOT / "bridge" / "livewidget-bridge")))
 PG_CLUSTER = ROOT / "test" / "pg-cluster"
 
 # The table as the contract defines it, for a server where the extension

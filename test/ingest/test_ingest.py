@@ -383,3 +383,73 @@ def test_graceful_stop_loses_and_duplicates_nothing(pg_cluster, mosquitto,
     rows = pg_cluster.readings(device)
     assert sorted(r[1] for r in rows) == list(range(total))
     assert [r[1] for r in rows] == list(range(total))
+
+
+def test_two_bridges_store_each_reading_once(pg_cluster, mosquitto,
+                                             bridge_factory, device):
+    """Two bridges with their own subscriptions both get every message;
+    the per-device advisory lock and the duplicate check keep one copy of
+    each reading that has a device timestamp."""
+    bridges = [bridge_factory(), bridge_factory()]
+    total = 300
+    mosquitto.publish([(topic(device), {"readings": [
+        {"sensor_type": "t", "value": i, "timestamp": 1752045000 + i},
+        {"sensor_type": "h", "value": i, "timestamp": 1752045000 + i}]})
+        for i in range(total)])
+    wait_for(lambda: sum(b.metric("livewidget_ingest_messages_stored_total")
+                         for b in bridges) >= 2 * total + 0,
+             what="both bridges to store every message")
+    rows = pg_cluster.query(
+        "SELECT sensor_type, count(*), count(DISTINCT ts) FROM "
+        "livewidget.sensor_data WHERE device_id = %s GROUP BY 1 ORDER BY 1",
+        (device,))
+    assert rows == [("h", total, total), ("t", total, total)]
+
+
+def test_start_while_database_down(pg_cluster, mosquitto, bridge_factory,
+                                   device):
+    """The bridge starts without the database, stays off the broker (which
+    keeps the session's messages) and catches up once it answers."""
+    client_id = "lw-test-late-db-" + device
+    bridge_factory(mqtt_client_id=client_id).stop()
+    pg_cluster.stop()
+    try:
+        bridge = bridge_factory(mqtt_client_id=client_id, wait=False)
+        wait_for(lambda: "MQTT stays disconnected until it answers"
+                 in bridge.logs(), what="the bridge to wait for the database")
+        mosquitto.publish([(topic(device), {"sensor_type": "n", "value": i})
+                           for i in range(10)])
+        assert bridge.get("/readyz")[0] == 503
+        assert bridge.metric("livewidget_ingest_mqtt_connected") == 0
+    finally:
+        pg_cluster.start()
+    rows = wait_rows(pg_cluster, device, 10, timeout=60)
+    assert [r[1] for r in rows] == list(range(10))
+    bridge.wait_ready(30)
+
+
+def test_stop_while_database_down_is_bounded(pg_cluster, mosquitto,
+                                             bridge_factory, device):
+    """SIGTERM while the database is down ends within a few seconds; the
+    messages the broker still holds arrive with the next start."""
+    client_id = "lw-test-stop-down-" + device
+    bridge = bridge_factory(mqtt_client_id=client_id)
+    pg_cluster.stop()
+    try:
+        mosquitto.publish([(topic(device), {"sensor_type": "n", "value": i,
+                                            "timestamp": 1752045000 + i})
+                           for i in range(20)])
+        wait_for(lambda: "holding messages" in bridge.logs(),
+                 what="the bridge to hold messages")
+        started = time.monotonic()
+        assert bridge.stop() == 0
+        assert time.monotonic() - started < 12
+    finally:
+        pg_cluster.start()
+    held = re.search(r"(\d+) messages? acknowledged to the broker could not "
+                     r"be stored", bridge.logs())
+    lost = int(held.group(1)) if held else 0
+    bridge_factory(mqtt_client_id=client_id)
+    rows = wait_rows(pg_cluster, device, 20 - lost, timeout=30)
+    values = [r[1] for r in rows]
+    assert values == list(range(lost, 20)), (lost, values)
