@@ -453,3 +453,22 @@ def test_stop_while_database_down_is_bounded(pg_cluster, mosquitto,
     rows = wait_rows(pg_cluster, device, 20 - lost, timeout=30)
     values = [r[1] for r in rows]
     assert values == list(range(lost, 20)), (lost, values)
+
+
+def test_bulk_order_reaches_the_widget_buffer(pg_cluster, mosquitto, bridge,
+                                              device):
+    """Readings of one bulk without timestamps all get the same now(); the
+    later in the message is the newer, so a buffer of 3 keeps the last
+    three in message order."""
+    if not pg_cluster.extension:
+        pytest.skip("the livewidget extension is not installed")
+    widget = "w-" + device
+    pg_cluster.query("SELECT livewidget.track(%s, 't', %s, "
+                     "gen_random_uuid(), 3)", (device, widget))
+    mosquitto.publish_one(topic(device), {"readings": [
+        {"sensor_type": "t", "value": v} for v in [10, 11, 12, 13, 14]]})
+    wait_rows(pg_cluster, device, 5)
+    assert len({r[3] for r in pg_cluster.readings(device)}) == 1
+    samples = pg_cluster.query("SELECT value FROM livewidget.samples(%s)",
+                               (widget,))
+    assert [s[0] for s in samples] == [12, 13, 14]
