@@ -129,6 +129,33 @@ handle_db_event(const DbEvent *ev, void *arg)
 	}
 }
 
+/*
+ * libwebsockets refuses (by dropping the connection) an upgrade whose
+ * Sec-WebSocket-Protocol header is longer than 126 bytes, which any real
+ * token offered as "bearer.<jwt>" makes it.  Say so in the log and answer
+ * with an HTTP status instead of a silent hang-up.
+ *
+ * XXX: this makes the subprotocol way of sending a token unusable with
+ * libwebsockets 4.1 (the buffer is fixed inside lws_process_ws_upgrade);
+ * clients send the token as ?access_token= instead.  Lifting it needs a
+ * libwebsockets that sizes that buffer by the header.
+ */
+static int
+confirm_upgrade(struct lws *wsi)
+{
+	int			len = lws_hdr_total_length(wsi, WSI_TOKEN_PROTOCOL);
+
+	if (len < WS_PROTOCOL_HEADER_MAX)
+		return 0;
+	log_warning("ws", "refused an upgrade: its subprotocol list is %d bytes, "
+				"longer than the %d libwebsockets accepts; send the token as access_token",
+				len, WS_PROTOCOL_HEADER_MAX - 1);
+	if (lws_return_http_status(wsi, 431,
+							   "subprotocol list too long; send the token as access_token"))
+		return -1;
+	return 1;
+}
+
 static int
 callback_livewidget(struct lws *wsi, enum lws_callback_reasons reason,
 					void *user, void *in, size_t len)
@@ -150,6 +177,8 @@ callback_livewidget(struct lws *wsi, enum lws_callback_reasons reason,
 				server_session_gone(s);
 			break;
 
+		case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+			return confirm_upgrade(wsi);
 		case LWS_CALLBACK_ESTABLISHED:
 			session_open(s, wsi, "ws");
 			return ws_established(s);

@@ -30,6 +30,7 @@
 
 #define WIDGET_ID_MAX	56		/* ^[A-Za-z0-9_-]{1,56}$, as in the database */
 #define WS_QUEUE_MAX	2000	/* frames queued for one slow viewer */
+#define WS_PROTOCOL_HEADER_MAX 127	/* lws's own limit, terminator included */
 
 typedef struct Frame
 {

@@ -110,6 +110,7 @@ class Mosquitto:
         conf.write_text("listener %d 127.0.0.1\nallow_anonymous true\n"
                         "persistence false\nmax_queued_messages 100000\n"
                         % self.port)
+        self.client = None
         self.log = open(self.dir / "mosquitto.log", "w")
         self.proc = subprocess.Popen(["mosquitto", "-c", str(conf)],
                                      stdout=self.log, stderr=subprocess.STDOUT)
@@ -129,20 +130,21 @@ class Mosquitto:
 
     def publish(self, topic, payload, qos=1):
         """Publish one message and wait until the broker acknowledged it."""
-        client = mqtt.Client(client_id="lw-test-%s" % secrets.token_hex(4))
-        client.connect("127.0.0.1", self.port)
-        client.loop_start()
-        try:
-            if not isinstance(payload, (bytes, str)):
-                payload = json.dumps(payload)
-            info = client.publish(topic, payload, qos=qos)
-            info.wait_for_publish(5)
-            assert info.is_published()
-        finally:
-            client.loop_stop()
-            client.disconnect()
+        if self.client is None:
+            self.client = mqtt.Client(
+                client_id="lw-test-%s" % secrets.token_hex(4))
+            self.client.connect("127.0.0.1", self.port)
+            self.client.loop_start()
+        if not isinstance(payload, (bytes, str)):
+            payload = json.dumps(payload)
+        info = self.client.publish(topic, payload, qos=qos)
+        info.wait_for_publish(5)
+        assert info.is_published(), "the broker did not acknowledge"
 
     def destroy(self):
+        if self.client is not None:
+            self.client.disconnect()
+            self.client.loop_stop()
         self.proc.terminate()
         self.proc.wait(10)
         self.log.close()
