@@ -9,8 +9,12 @@
  * answers `{"type":"reset"}` (samples it was asked for are gone) the
  * window is rebuilt from a fresh REST snapshot.
  *
- * The viewer token travels in the `Authorization` header (REST) and as the
- * `bearer.<jwt>` WebSocket subprotocol, never in a URL unless asked to.
+ * The viewer token travels in the `Authorization` header (REST) and, for
+ * the WebSocket, as the `access_token` query parameter: the bridge never
+ * logs query strings.  Offering it as the `bearer.<jwt>` subprotocol
+ * (`tokenInQuery: false`) is what the protocol also allows, but the
+ * bridge's libwebsockets accepts at most 126 bytes of subprotocol list,
+ * less than any real token takes, so that is only for other servers.
  *
  * Glossary: a *sample* is one buffered reading of a widget,
  * `{seq, timestamp, value, unit}`; the *window* is the client's ordered
@@ -252,9 +256,9 @@ function websocketUrl(baseUrl, widget, after, token, tokenInQuery) {
  *   whenever the server refuses the current one
  * @param {string} [options.baseUrl]      server origin; default: the page's
  * @param {number} [options.max=50]       samples kept, 1 to 1000
- * @param {boolean} [options.tokenInQuery=false]  send the token as
- *   `access_token` in the WebSocket URL instead of as a subprotocol (for
- *   clients that cannot set subprotocols; URLs may end up in logs)
+ * @param {boolean} [options.tokenInQuery=true]  send the token as
+ *   `access_token` in the WebSocket URL; false offers it as the
+ *   `bearer.<jwt>` subprotocol instead (see above)
  * @param {function(Array<object>, Array<object>)} [options.onSamples]
  *   called with (window, added) whenever the window changes; `window` is
  *   oldest first and must not be modified
@@ -279,7 +283,7 @@ class Subscription {
     if (!Number.isInteger(max) || max < 1 || max > MAX_LIMIT) {
       throw new RangeError('max must be an integer from 1 to ' + MAX_LIMIT);
     }
-    this.o = o;
+    this.o = Object.assign({ tokenInQuery: true }, o);
     this.token = o.token || null;
     this.window = new SampleWindow(max);
     this.ws = null;

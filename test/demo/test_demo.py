@@ -180,11 +180,16 @@ def test_rest_refusals(demo):
 
 # WebSocket -------------------------------------------------------------------
 
+def with_token(url, token):
+    """The viewer token rides in access_token (the bridge never logs it)."""
+    return url + ("&" if "?" in url else "?") + "access_token=" + token
+
+
 async def follow(url, token, count, timeout=15):
     """Open a viewer socket; returns (subprotocol, messages)."""
     messages = []
     async with websockets.connect(
-            url, subprotocols=["livewidget", "bearer." + token],
+            with_token(url, token), subprotocols=["livewidget"],
             open_timeout=10) as ws:
         async def read():
             while len(messages) < count:
@@ -195,7 +200,7 @@ async def follow(url, token, count, timeout=15):
 
 async def refused(url, token):
     async with websockets.connect(
-            url, subprotocols=["livewidget", "bearer." + token],
+            with_token(url, token), subprotocols=["livewidget"],
             open_timeout=10) as ws:
         try:
             await asyncio.wait_for(ws.recv(), 10)
