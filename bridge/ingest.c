@@ -839,6 +839,27 @@ on_connected(void *context, char *cause)
 		log_error("mqtt", "could not subscribe: %s", MQTTAsync_strerror(rc));
 }
 
+/*
+ * Why a connect failed: a refusal by the broker comes as the CONNACK
+ * return code of MQTT 3.1.1 (1 to 5), anything else as a paho error.
+ */
+static const char *
+connect_failure(const MQTTAsync_failureData *response)
+{
+	static const char *const refusals[] = {
+		NULL, "unacceptable protocol version", "client id rejected",
+		"broker unavailable", "bad user name or password", "not authorized"
+	};
+
+	if (response == NULL)
+		return "unknown error";
+	if (response->code >= 1 && response->code <= 5)
+		return refusals[response->code];
+	if (response->message != NULL)
+		return response->message;
+	return MQTTAsync_strerror(response->code);
+}
+
 static void
 on_connect_failed(void *context, MQTTAsync_failureData *response)
 {
@@ -846,9 +867,7 @@ on_connect_failed(void *context, MQTTAsync_failureData *response)
 	if (atomic_exchange(&state.mqtt_failure_logged, true))
 		return;
 	log_error("mqtt", "could not connect to broker %s: %s; retrying",
-			  state.cfg->mqtt_url,
-			  response && response->message ? response->message :
-			  MQTTAsync_strerror(response ? response->code : -1));
+			  state.cfg->mqtt_url, connect_failure(response));
 }
 
 static void

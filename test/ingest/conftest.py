@@ -145,24 +145,46 @@ class PgCluster:
 
 
 class MosquittoBroker:
-    """Mosquitto on 127.0.0.1, anonymous, with a queue large enough that a
-    persistent session loses nothing in these tests."""
+    """Mosquitto on 127.0.0.1 with a queue large enough that a persistent
+    session loses nothing in these tests.  Anonymous, or with users
+    ({name: password}) and no anonymous access."""
 
-    def __init__(self):
+    def __init__(self, users=None):
         self.dir = shared_tempdir("lw-ingest-mqtt-")
         self.port = free_port()
+        self.users = users
         self.conf = self.dir / "mosquitto.conf"
-        self.conf.write_text(
-            "listener %d 127.0.0.1\n"
-            "allow_anonymous true\n"
-            "persistence false\n"
-            "max_queued_messages 100000\n" % self.port)
+        conf = ("listener %d 127.0.0.1\n"
+                "persistence false\n"
+                "max_queued_messages 100000\n" % self.port)
+        if users:
+            passwd = self.dir / "passwd"
+            passwd.touch()
+            for name, password in users.items():
+                subprocess.run(["mosquitto_passwd", "-b", str(passwd), name,
+                                password], check=True)
+            passwd.chmod(0o644)
+            conf += "allow_anonymous false\npassword_file %s\n" % passwd
+        else:
+            conf += "allow_anonymous true\n"
+        self.conf.write_text(conf)
         self.log_path = self.dir / "mosquitto.log"
-        self.log = open(self.log_path, "w")
+        self.log = open(self.log_path, "a")
+        self.proc = None
+        self.start()
+
+    def start(self):
         self.proc = subprocess.Popen(["mosquitto", "-c", str(self.conf)],
                                      stdout=self.log,
                                      stderr=subprocess.STDOUT)
         wait_for(self._accepts, 10, what="mosquitto to listen")
+
+    def stop(self):
+        """Stop the broker (by PID); without persistence it forgets every
+        session."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
 
     def _accepts(self):
         assert self.proc.poll() is None, \
@@ -182,6 +204,9 @@ class MosquittoBroker:
         wait until the broker has acknowledged every one.  A payload that
         is not bytes or str is sent as JSON."""
         client = mqtt.Client(client_id="lw-test-pub-" + secrets.token_hex(4))
+        if self.users:
+            name, password = next(iter(self.users.items()))
+            client.username_pw_set(name, password)
         client.connect("127.0.0.1", self.port)
         client.loop_start()
         try:
@@ -202,9 +227,7 @@ class MosquittoBroker:
         self.publish([(topic, payload)], **kwargs)
 
     def destroy(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
+        self.stop()
         self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import LOG_LINE, wait_for
+from conftest import LOG_LINE, MosquittoBroker, wait_for
 
 UTC = datetime.timezone.utc
 
@@ -472,3 +472,52 @@ def test_bulk_order_reaches_the_widget_buffer(pg_cluster, mosquitto, bridge,
     samples = pg_cluster.query("SELECT value FROM livewidget.samples(%s)",
                                (widget,))
     assert [s[0] for s in samples] == [12, 13, 14]
+
+
+def test_broker_credentials(pg_cluster, bridge_factory, device, tmp_path):
+    """mqtt_username and mqtt_password_file log in; a wrong password is
+    reported once and the bridge stays not ready."""
+    broker = MosquittoBroker(users={"publisher": "pub-secret",
+                                    "bridge": "bridge-secret"})
+    try:
+        good = tmp_path / "good"
+        good.write_text("bridge-secret\n")
+        bridge = bridge_factory(mqtt_url=broker.url, mqtt_username="bridge",
+                                mqtt_password_file=str(good))
+        broker.publish_one(topic(device), {"sensor_type": "t", "value": 1})
+        assert wait_rows(pg_cluster, device, 1)[0][1] == 1
+
+        bad = tmp_path / "bad"
+        bad.write_text("wrong\n")
+        refused = bridge_factory(mqtt_url=broker.url, mqtt_username="bridge",
+                                 mqtt_password_file=str(bad), wait=False)
+        wait_for(lambda: "could not connect to broker" in refused.logs(),
+                 what="the refusal to be logged")
+        time.sleep(2.5)         # paho retries after 1 s, then 2 s
+        assert refused.logs().count("could not connect to broker") == 1
+        assert refused.get("/readyz")[0] == 503
+        assert "wrong" not in refused.logs()
+    finally:
+        broker.destroy()
+
+
+def test_broker_restart_reconnects_and_resubscribes(pg_cluster,
+                                                    bridge_factory, device):
+    """The broker restarts and forgets every session: the bridge connects
+    again by itself, subscribes again, and is ready only after that."""
+    broker = MosquittoBroker()
+    try:
+        bridge = bridge_factory(mqtt_url=broker.url)
+        broker.stop()
+        wait_for(lambda: bridge.get("/readyz")[0] == 503,
+                 what="the bridge to notice")
+        assert bridge.metric("livewidget_ingest_mqtt_connected") == 0
+        broker.start()
+        bridge.wait_ready(40)
+        broker.publish_one(topic(device), {"sensor_type": "t", "value": 2})
+        assert wait_rows(pg_cluster, device, 1)[0][1] == 2
+        logs = bridge.logs()
+        assert "lost the connection to broker" in logs
+        assert logs.count("subscribed to") == 2
+    finally:
+        broker.destroy()
