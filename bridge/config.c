@@ -67,6 +67,7 @@ typedef enum ConfigType
 	CONFIG_GROUP,				/* one topic level, no wildcard */
 	CONFIG_FILE,				/* a file the bridge can read */
 	CONFIG_PATH,				/* a path, not checked at start */
+	CONFIG_STATE_FILE,			/* a file the bridge may create and write */
 	CONFIG_LISTEN,				/* host:port */
 	CONFIG_LOG_LEVEL			/* error, warning, info, debug */
 } ConfigType;
@@ -115,6 +116,8 @@ static const ConfigKey config_keys[] = {
 	"directory of the dashboard's static files"},
 	{"log_level", CONFIG_LOG_LEVEL, "info", true, false, FIELD(log_level),
 	"error, warning, info or debug (reloadable)"},
+	{"spool_file", CONFIG_STATE_FILE, NULL, false, false, FIELD(spool_file),
+	"keeps messages held in an outage across a stop"},
 };
 
 #define NUM_KEYS	(sizeof(config_keys) / sizeof(config_keys[0]))
@@ -128,6 +131,7 @@ static const char *const type_metavar[] = {
 	[CONFIG_GROUP] = "NAME",
 	[CONFIG_FILE] = "FILE",
 	[CONFIG_PATH] = "DIR",
+	[CONFIG_STATE_FILE] = "FILE",
 	[CONFIG_LISTEN] = "HOST:PORT",
 	[CONFIG_LOG_LEVEL] = "LEVEL",
 };
@@ -457,6 +461,25 @@ check_file(const char *value)
 	return NULL;
 }
 
+/* A file the bridge writes: it, or else its directory, must be writable */
+static const char *
+check_state_file(const char *value)
+{
+	char	   *dir;
+	const char *slash = strrchr(value, '/');
+	bool		ok;
+
+	if (*value == '\0')
+		return "must not be empty";
+	if (access(value, F_OK) == 0)
+		return access(value, R_OK | W_OK) == 0 ? NULL :
+			"cannot read and write the file";
+	dir = slash ? strndup(value, (size_t) (slash - value) + 1) : strdup(".");
+	ok = dir != NULL && access(dir, W_OK | X_OK) == 0;
+	free(dir);
+	return ok ? NULL : "cannot create the file in its directory";
+}
+
 static int
 parse_log_level(const char *value)
 {
@@ -488,6 +511,8 @@ check_value(const ConfigKey *key, const char *value)
 			return check_file(value);
 		case CONFIG_PATH:
 			return *value ? NULL : "must not be empty";
+		case CONFIG_STATE_FILE:
+			return check_state_file(value);
 		case CONFIG_LISTEN:
 			return check_listen(value);
 		case CONFIG_LOG_LEVEL:

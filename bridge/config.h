@@ -43,6 +43,7 @@ typedef struct Config
 	char	   *jwt_issuer;
 	char	   *web_root;
 	LogLevel	log_level;
+	char	   *spool_file;		/* NULL: held messages in memory only */
 } Config;
 
 /*

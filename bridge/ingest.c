@@ -27,7 +27,17 @@
  *
  * Only the few messages that paho acknowledged between the failure and
  * the disconnect are held (up to the broker's in-flight window); they are
- * stored before any later message, so order is kept.
+ * stored before any later message, so order is kept.  With spool_file
+ * they are also written to disk (spool.c) and survive a stop or a crash.
+ *
+ * Redeliveries.  paho closes the socket with the broker's next messages
+ * still unread, so the kernel resets the connection, and the broker may
+ * drop the last PUBACKs it had not read yet: it then sends those messages
+ * again on the next connection, with their packet id and the DUP flag.
+ * A message with DUP set whose packet id and content (hash of topic and
+ * payload) match one taken on the previous connection is therefore
+ * skipped; the ids of the last connection go to the spool file at a stop
+ * so that the next process knows them too.
  *
  * XXX A crash (not a graceful stop) while a message is being stored, or
  * while messages are held, loses those messages: the broker has their
@@ -70,6 +80,7 @@
 #include "ingest.h"
 #include "log.h"
 #include "reading.h"
+#include "spool.h"
 
 /* MQTT session: keepalive, and paho's reconnect backoff (seconds) */
 #define MQTT_KEEPALIVE			30
@@ -89,6 +100,9 @@
 
 /* How long a graceful stop keeps trying to store held messages */
 #define STOP_DRAIN_SECONDS		5
+
+/* Packet ids of the current connection kept for the spool file */
+#define TAKEN_RING				1024
 
 /* How much of a rejected payload a log line quotes */
 #define LOG_PAYLOAD_BYTES		200
@@ -133,13 +147,30 @@ typedef enum StoreResult
 	STORE_DB_FAILED				/* not stored: try again later */
 } StoreResult;
 
-/* A message taken from paho but not stored yet */
+/* A message as ingest sees it: its topic and payload */
+typedef struct Message
+{
+	const char *topic;
+	const char *payload;
+	size_t		len;
+} Message;
+
+/* A message taken from paho but not stored yet; one allocation */
 typedef struct HeldMessage
 {
 	struct HeldMessage *next;
-	char	   *topic;
-	MQTTAsync_message *msg;
+	int			msgid;			/* MQTT packet id, 0 for QoS 0 */
+	Message		m;
+	char		data[];			/* the topic, a NUL, the payload */
 } HeldMessage;
+
+/* The last message taken with a packet id (see "Redeliveries" above) */
+typedef struct TakenId
+{
+	uint64_t	hash;
+	uint32_t	connection;		/* state.connection when it was taken */
+	bool		used;
+} TakenId;
 
 static struct
 {
@@ -158,6 +189,12 @@ static struct
 	bool		holding;		/* database unavailable: held, no MQTT */
 	HeldMessage *held_head;
 	HeldMessage *held_tail;
+	int			spool_fd;		/* -1: held messages in memory only */
+	bool		spool_failed;	/* an append failed in this outage */
+	uint32_t	connection;		/* broker connections so far */
+	TakenId		taken[65536];	/* by packet id */
+	uint16_t	ring[TAKEN_RING];	/* ids taken on this connection */
+	int			ring_len;
 	bool		mqtt_wanted;	/* paho told to be connected */
 	int			backoff_ms;
 	bool		outage;			/* storing failed since the last recovery */
@@ -174,11 +211,13 @@ static struct
 	atomic_ullong readings_stored;
 	atomic_ullong duplicates;
 	atomic_ullong retained_skipped;
+	atomic_ullong redeliveries;
 	atomic_ullong db_errors;
 	atomic_ullong rejected[REJECT_NUM_REASONS];
 	atomic_int	held_count;
 } state = {
 	.lock = PTHREAD_MUTEX_INITIALIZER,
+	.spool_fd = -1,
 };
 
 /* ----------------------------------------------------------------------
@@ -291,8 +330,8 @@ sb_array_text(StrBuf *sb, const char *s)
  * escaped, so that a device cannot write lines of its own into the log.
  */
 static void
-log_rejection(const char *device, const char *topic, RejectReason reason,
-			  const char *detail, const MQTTAsync_message *msg)
+log_rejection(const char *device, const Message *m, RejectReason reason,
+			  const char *detail)
 {
 	char		dev[4 * READING_MAX_ID + 4];
 	char		top[4 * LOG_TOPIC_BYTES + 4];
@@ -303,13 +342,12 @@ log_rejection(const char *device, const char *topic, RejectReason reason,
 		return;
 
 	reading_escape(device, strlen(device), READING_MAX_ID, dev, sizeof(dev));
-	reading_escape(topic, strlen(topic), LOG_TOPIC_BYTES, top, sizeof(top));
-	reading_escape(msg->payload, (size_t) msg->payloadlen, LOG_PAYLOAD_BYTES,
-				   body, sizeof(body));
+	reading_escape(m->topic, strlen(m->topic), LOG_TOPIC_BYTES, top,
+				   sizeof(top));
+	reading_escape(m->payload, m->len, LOG_PAYLOAD_BYTES, body, sizeof(body));
 	log_warning("mqtt", "rejected message from device \"%s\" on topic "
-				"\"%s\": %s: %s; payload (%d bytes): \"%s\"",
-				dev, top, reading_reason_name(reason), detail,
-				msg->payloadlen, body);
+				"\"%s\": %s: %s; payload (%zu bytes): \"%s\"",
+				dev, top, reading_reason_name(reason), detail, m->len, body);
 }
 
 /* ----------------------------------------------------------------------
@@ -535,8 +573,8 @@ fail:
  * Caller holds state.lock.
  */
 static StoreResult
-store_batch(const char *device, const char *topic, ReadingBatch *batch,
-			const MQTTAsync_message *msg, char *why, size_t whylen)
+store_batch(const char *device, const Message *m, ReadingBatch *batch,
+			char *why, size_t whylen)
 {
 	StrBuf		bufs[4];
 	const char *params[5];
@@ -568,7 +606,7 @@ store_batch(const char *device, const char *topic, ReadingBatch *batch,
 				  inserted, batch->count, device);
 	}
 	else if (!error_is_transient(failed))
-		log_rejection(device, topic, REJECT_DATABASE, error_text(failed), msg);
+		log_rejection(device, m, REJECT_DATABASE, error_text(failed));
 	else
 	{
 		atomic_fetch_add(&state.db_errors, 1);
@@ -592,18 +630,18 @@ done:
  * attempt before the message counts as failed.
  */
 static StoreResult
-try_store(const char *device, const char *topic, ReadingBatch *batch,
-		  const MQTTAsync_message *msg, char *why, size_t whylen)
+try_store(const char *device, const Message *m, ReadingBatch *batch,
+		  char *why, size_t whylen)
 {
 	bool		had_conn = state.conn != NULL;
 	StoreResult result;
 
 	if (!had_conn && !db_connect(why, whylen))
 		return STORE_DB_FAILED;
-	result = store_batch(device, topic, batch, msg, why, whylen);
+	result = store_batch(device, m, batch, why, whylen);
 	if (result == STORE_DB_FAILED && had_conn && state.conn == NULL &&
 		db_connect(why, whylen))
-		result = store_batch(device, topic, batch, msg, why, whylen);
+		result = store_batch(device, m, batch, why, whylen);
 	return result;
 }
 
@@ -613,84 +651,104 @@ try_store(const char *device, const char *topic, ReadingBatch *batch,
  */
 
 /*
+ * Find the device and parse the payload.  Returns false when the message
+ * is refused (logged and counted here); batch is to be freed either way.
+ */
+static bool
+parse_message(const Message *m, char *device, ReadingBatch *batch)
+{
+	RejectReason reason;
+	bool		senml = false;
+
+	memset(batch, 0, sizeof(*batch));
+
+	/* which subscription: the JSON one, else the SenML one */
+	if (reading_topic_device(state.patterns[0], m->topic, device,
+							 READING_MAX_ID + 1) != REJECT_NONE)
+	{
+		senml = true;
+		if (reading_topic_device(state.patterns[1], m->topic, device,
+								 READING_MAX_ID + 1) != REJECT_NONE)
+		{
+			log_rejection("", m, REJECT_BAD_TOPIC, "the topic has no valid "
+						  "device id where the subscription has \"+\"");
+			return false;
+		}
+	}
+
+	reason = (senml ? reading_parse_senml : reading_parse_json)
+		(m->payload, m->len, device, now_us(), batch);
+	if (reason != REJECT_NONE)
+	{
+		log_rejection(device, m, reason, batch->detail);
+		return false;
+	}
+	return true;
+}
+
+/*
  * Parse and store one message.  Caller holds state.lock.  A message the
  * bridge refuses is logged and counted here and reported as done; on
  * STORE_DB_FAILED why says what went wrong.
  */
 static StoreResult
-handle_message(const char *topic, const MQTTAsync_message *msg,
-			   char *why, size_t whylen)
+handle_message(const Message *m, char *why, size_t whylen)
 {
 	char		device[READING_MAX_ID + 1] = "";
 	ReadingBatch batch;
-	RejectReason reason;
-	bool		senml = false;
-	StoreResult result;
+	StoreResult result = STORE_DONE;
 
-	/* which subscription: the JSON one, else the SenML one */
-	if (reading_topic_device(state.patterns[0], topic, device,
-							 sizeof(device)) != REJECT_NONE)
-	{
-		senml = true;
-		if (reading_topic_device(state.patterns[1], topic, device,
-								 sizeof(device)) != REJECT_NONE)
-		{
-			log_rejection("", topic, REJECT_BAD_TOPIC, "the topic has no "
-						  "valid device id where the subscription has \"+\"",
-						  msg);
-			return STORE_DONE;
-		}
-	}
-
-	reason = (senml ? reading_parse_senml : reading_parse_json)
-		(msg->payload, (size_t) msg->payloadlen, device, now_us(), &batch);
-	if (reason != REJECT_NONE)
-	{
-		log_rejection(device, topic, reason, batch.detail, msg);
-		reading_batch_free(&batch);
-		return STORE_DONE;
-	}
-
-	result = try_store(device, topic, &batch, msg, why, whylen);
+	if (parse_message(m, device, &batch))
+		result = try_store(device, m, &batch, why, whylen);
 	reading_batch_free(&batch);
 	return result;
 }
 
+/*
+ * Keep a copy of a message for later, in memory and in the spool file.
+ * Caller holds state.lock.
+ */
 static void
-free_message(char *topic, MQTTAsync_message *msg)
+hold_message(const Message *m, int msgid, bool to_spool)
 {
-	MQTTAsync_freeMessage(&msg);
-	MQTTAsync_free(topic);
-}
-
-/* Keep a message for later; caller holds state.lock */
-static void
-hold_message(char *topic, MQTTAsync_message *msg)
-{
-	HeldMessage *held = malloc(sizeof(HeldMessage));
+	size_t		topic_len = strlen(m->topic);
+	HeldMessage *held = malloc(sizeof(HeldMessage) + topic_len + 1 + m->len);
 
 	if (held == NULL)
 	{
 		/* XXX nowhere to keep it: the broker has its PUBACK, so it is lost */
-		log_error("ingest", "out of memory: a message from topic \"%s\" is lost",
-				  topic);
-		free_message(topic, msg);
+		log_error("ingest", "out of memory: a message of %zu bytes from "
+				  "topic \"%.*s\" is lost", m->len, LOG_TOPIC_BYTES, m->topic);
 		return;
 	}
+	memcpy(held->data, m->topic, topic_len + 1);
+	memcpy(held->data + topic_len + 1, m->payload, m->len);
+	held->m.topic = held->data;
+	held->m.payload = held->data + topic_len + 1;
+	held->m.len = m->len;
+	held->msgid = msgid;
 	held->next = NULL;
-	held->topic = topic;
-	held->msg = msg;
 	if (state.held_tail)
 		state.held_tail->next = held;
 	else
 		state.held_head = held;
 	state.held_tail = held;
 	atomic_fetch_add(&state.held_count, 1);
+
+	if (to_spool && state.spool_fd >= 0 && !state.spool_failed &&
+		spool_append(state.spool_fd, msgid, m->topic, m->payload, m->len) != 0)
+	{
+		state.spool_failed = true;
+		log_error("ingest", "could not write to spool file \"%s\": %s; "
+				  "held messages are kept in memory only",
+				  state.cfg->spool_file, strerror(errno));
+	}
 }
 
 /*
  * Store held messages in order; stops at the first that fails again.
- * Returns true when none is left.  Caller holds state.lock.
+ * Returns true when none is left (and the spool file is emptied).  Caller
+ * holds state.lock.
  */
 static bool
 store_held(void)
@@ -701,16 +759,24 @@ store_held(void)
 	{
 		HeldMessage *held = state.held_head;
 
-		if (handle_message(held->topic, held->msg, why, sizeof(why)) ==
-			STORE_DB_FAILED)
+		if (handle_message(&held->m, why, sizeof(why)) == STORE_DB_FAILED)
 			return false;
 		state.held_head = held->next;
 		if (state.held_head == NULL)
 			state.held_tail = NULL;
-		free_message(held->topic, held->msg);
 		free(held);
 		atomic_fetch_sub(&state.held_count, 1);
 	}
+
+	/*
+	 * XXX A crash between the last COMMIT and this truncation stores the
+	 * spooled messages again at the next start; readings with a device
+	 * timestamp are then dropped as duplicates, others are stored twice.
+	 */
+	if (state.spool_fd >= 0 && spool_clear(state.spool_fd) != 0)
+		log_error("ingest", "could not empty spool file \"%s\": %s",
+				  state.cfg->spool_file, strerror(errno));
+	state.spool_failed = false;
 	return true;
 }
 
@@ -734,6 +800,83 @@ start_holding(const char *why)
 	pthread_cond_signal(&state.wake);
 }
 
+/* FNV-1a over the topic, a NUL and the payload */
+static uint64_t
+content_hash(const Message *m)
+{
+	uint64_t	h = UINT64_C(14695981039346656037);
+	const unsigned char *p = (const unsigned char *) m->topic;
+
+	for (size_t i = 0; i <= strlen(m->topic); i++)
+		h = (h ^ p[i]) * UINT64_C(1099511628211);
+	p = (const unsigned char *) m->payload;
+	for (size_t i = 0; i < m->len; i++)
+		h = (h ^ p[i]) * UINT64_C(1099511628211);
+	return h;
+}
+
+/*
+ * Remember a message taken on connection; for the spool, also the ids of
+ * the current one.  Caller holds state.lock.
+ */
+static void
+remember_taken(int msgid, uint64_t hash, uint32_t connection)
+{
+	if (msgid <= 0 || msgid > 65535)
+		return;
+	state.taken[msgid].hash = hash;
+	state.taken[msgid].connection = connection;
+	state.taken[msgid].used = true;
+	if (connection == state.connection && state.ring_len < TAKEN_RING)
+		state.ring[state.ring_len++] = (uint16_t) msgid;
+}
+
+/*
+ * Is this a redelivery of a message taken on the previous connection?
+ * Otherwise remember it.  Caller holds state.lock.
+ *
+ * XXX A new message is taken for a redelivery only if the broker gave it
+ * the packet id of an identical message (same topic, same payload) of the
+ * previous connection and it never arrived before; ids are reused only
+ * after 65535 messages, so that needs an identical message that far back
+ * lost in the very connection reset described at the top.
+ */
+static bool
+is_redelivery(int msgid, bool dup, const Message *m)
+{
+	uint64_t	hash = content_hash(m);
+	TakenId    *t;
+
+	if (msgid <= 0 || msgid > 65535)
+		return false;
+	t = &state.taken[msgid];
+	if (dup && t->used && t->hash == hash && t->connection + 1 == state.connection)
+		return true;
+	remember_taken(msgid, hash, state.connection);
+	return false;
+}
+
+/*
+ * At a stop, write the ids taken on the last connection to the spool file,
+ * for the next start.  Caller holds state.lock.
+ */
+static void
+spool_taken_ids(void)
+{
+	SpoolId		ids[TAKEN_RING];
+
+	if (state.spool_fd < 0 || state.spool_failed)
+		return;
+	for (int i = 0; i < state.ring_len; i++)
+	{
+		ids[i].msgid = state.ring[i];
+		ids[i].hash = state.taken[state.ring[i]].hash;
+	}
+	if (spool_append_ids(state.spool_fd, ids, state.ring_len) != 0)
+		log_error("ingest", "could not write to spool file \"%s\": %s",
+				  state.cfg->spool_file, strerror(errno));
+}
+
 /* ----------------------------------------------------------------------
  * paho callbacks (paho's threads)
  * ----------------------------------------------------------------------
@@ -746,44 +889,54 @@ start_holding(const char *why)
 static int
 on_message(void *context, char *topic, int topic_len, MQTTAsync_message *msg)
 {
+	Message		m = {topic, msg->payload, (size_t) msg->payloadlen};
+	char		device[READING_MAX_ID + 1];
+	ReadingBatch batch;
 	char		why[512];
 
 	atomic_fetch_add(&state.received, 1);
 
-	/* a NUL inside the topic cannot match a pattern: refuse it whole */
 	if (topic_len > 0 && (size_t) topic_len != strlen(topic))
 	{
-		log_rejection("", topic, REJECT_BAD_TOPIC,
-					  "the topic holds a NUL byte", msg);
-		free_message(topic, msg);
-		return 1;
+		/* a NUL inside the topic cannot match a pattern: refuse it whole */
+		log_rejection("", &m, REJECT_BAD_TOPIC, "the topic holds a NUL byte");
 	}
-
-	/*
-	 * A retained message comes with every new subscription; it was stored
-	 * when it was published live, or predates this bridge's session.
-	 */
-	if (msg->retained)
+	else if (msg->retained)
 	{
+		/*
+		 * A retained message comes with every new subscription; it was
+		 * stored when it was published live, or predates this session.
+		 */
 		atomic_fetch_add(&state.retained_skipped, 1);
 		log_debug("mqtt", "skipped a retained message on topic \"%.*s\"",
 				  LOG_TOPIC_BYTES, topic);
-		free_message(topic, msg);
-		return 1;
-	}
-
-	/* behind held messages, or when storing fails: hold it */
-	pthread_mutex_lock(&state.lock);
-	if (state.holding || state.held_head != NULL)
-		hold_message(topic, msg);
-	else if (handle_message(topic, msg, why, sizeof(why)) == STORE_DB_FAILED)
-	{
-		hold_message(topic, msg);
-		start_holding(why);
 	}
 	else
-		free_message(topic, msg);
-	pthread_mutex_unlock(&state.lock);
+	{
+		pthread_mutex_lock(&state.lock);
+		if (is_redelivery(msg->msgid, msg->dup, &m))
+		{
+			atomic_fetch_add(&state.redeliveries, 1);
+			log_debug("mqtt", "skipped a redelivery (packet id %d) on topic "
+					  "\"%.*s\"", msg->msgid, LOG_TOPIC_BYTES, topic);
+		}
+		else if (state.holding || state.held_head != NULL)
+		{
+			/* behind held messages; only what the database could take */
+			if (parse_message(&m, device, &batch))
+				hold_message(&m, msg->msgid, true);
+			reading_batch_free(&batch);
+		}
+		else if (handle_message(&m, why, sizeof(why)) == STORE_DB_FAILED)
+		{
+			hold_message(&m, msg->msgid, true);
+			start_holding(why);
+		}
+		pthread_mutex_unlock(&state.lock);
+	}
+
+	MQTTAsync_freeMessage(&msg);
+	MQTTAsync_free(topic);
 	return 1;
 }
 
@@ -826,6 +979,12 @@ on_connected(void *context, char *cause)
 	MQTTAsync_responseOptions opts = MQTTAsync_responseOptions_initializer;
 	int			qos[2] = {1, 1};
 	int			rc;
+
+	/* a new connection: what the last one took may come again (DUP) */
+	pthread_mutex_lock(&state.lock);
+	state.connection++;
+	state.ring_len = 0;
+	pthread_mutex_unlock(&state.lock);
 
 	atomic_store(&state.mqtt_connected, true);
 	atomic_store(&state.subscribed, false);
@@ -1101,6 +1260,60 @@ create_client(void)
 	return true;
 }
 
+/* spool_read() hands over a held message of a previous run */
+static void
+load_spooled(int msgid, const char *topic, const char *payload, size_t len,
+			 void *arg)
+{
+	Message		m = {topic, payload, len};
+
+	hold_message(&m, msgid, false);
+	remember_taken(msgid, content_hash(&m), 0);
+}
+
+/* ... and a message the previous run took on its last connection */
+static void
+load_taken(int msgid, uint64_t hash, void *arg)
+{
+	remember_taken(msgid, hash, 0);
+}
+
+/*
+ * Open the spool file and take back what a previous run left in it: those
+ * messages are stored before anything else.  Returns false on failure.
+ */
+static bool
+open_spool(void)
+{
+	const SpoolReader reader = {load_spooled, load_taken, NULL};
+	char		why[256];
+	int			n;
+
+	if (state.cfg->spool_file == NULL)
+		return true;
+	state.spool_fd = spool_open(state.cfg->spool_file);
+	if (state.spool_fd < 0)
+	{
+		log_fatal("ingest", "could not open spool file \"%s\": %s",
+				  state.cfg->spool_file, errno == EBUSY ?
+				  "another process uses it" : strerror(errno));
+		return false;
+	}
+	n = spool_read(state.spool_fd, READING_MAX_PAYLOAD, &reader,
+				   why, sizeof(why));
+	if (n < 0)
+		log_error("ingest", "spool file \"%s\": %s; %d message%s before "
+				  "it will be stored, the rest is lost", state.cfg->spool_file,
+				  why, atomic_load(&state.held_count),
+				  atomic_load(&state.held_count) == 1 ? "" : "s");
+	else if (atomic_load(&state.held_count) > 0)
+		log_info("ingest", "%d message%s from spool file \"%s\" will be "
+				 "stored first", atomic_load(&state.held_count),
+				 atomic_load(&state.held_count) == 1 ? "" : "s",
+				 state.cfg->spool_file);
+	return true;
+}
+
 int
 ingest_start(const Config *cfg)
 {
@@ -1116,7 +1329,7 @@ ingest_start(const Config *cfg)
 		log_fatal("mqtt", "out of memory");
 		return -1;
 	}
-	if (!read_password() || !create_client())
+	if (!read_password() || !open_spool() || !create_client())
 		return -1;
 
 	pthread_condattr_init(&attr);
@@ -1137,8 +1350,9 @@ ingest_start(const Config *cfg)
 }
 
 /*
- * Held messages left at a stop: keep trying for STOP_DRAIN_SECONDS, then
- * say how many are lost.  Caller holds state.lock.
+ * Held messages left at a stop: keep trying for STOP_DRAIN_SECONDS; what
+ * is still held then waits in the spool file for the next start, or
+ * without one is lost (and said so).  Caller holds state.lock.
  */
 static void
 drain_held(void)
@@ -1151,8 +1365,13 @@ drain_held(void)
 		   time(NULL) < deadline)
 		wait_ms(500);
 
+	spool_taken_ids();
 	left = atomic_load(&state.held_count);
-	if (left > 0)
+	if (left > 0 && state.spool_fd >= 0 && !state.spool_failed)
+		log_info("ingest", "%d held message%s wait%s in spool file \"%s\" "
+				 "for the next start", left, left == 1 ? "" : "s",
+				 left == 1 ? "s" : "", state.cfg->spool_file);
+	else if (left > 0)
 		log_error("ingest", "%d message%s acknowledged to the broker could "
 				  "not be stored before stopping and %s lost",
 				  left, left == 1 ? "" : "s", left == 1 ? "is" : "are");
@@ -1161,10 +1380,10 @@ drain_held(void)
 		HeldMessage *held = state.held_head;
 
 		state.held_head = held->next;
-		free_message(held->topic, held->msg);
 		free(held);
 	}
 	state.held_tail = NULL;
+	atomic_store(&state.held_count, 0);
 }
 
 void
@@ -1199,6 +1418,9 @@ ingest_stop(void)
 	pthread_mutex_lock(&state.lock);
 	drain_held();
 	db_close();
+	if (state.spool_fd >= 0)
+		close(state.spool_fd);
+	state.spool_fd = -1;
 	pthread_mutex_unlock(&state.lock);
 
 	MQTTAsync_destroy(&state.client);
@@ -1292,6 +1514,9 @@ ingest_metrics(char *buf, size_t len)
 					atomic_load(&state.rejected[r]));
 	metric(&m, "livewidget_ingest_retained_skipped_total", "counter",
 		   "Retained messages skipped.", atomic_load(&state.retained_skipped));
+	metric(&m, "livewidget_ingest_redeliveries_skipped_total", "counter",
+		   "Messages sent again by the broker after they were taken.",
+		   atomic_load(&state.redeliveries));
 	metric(&m, "livewidget_ingest_db_errors_total", "counter",
 		   "Failed attempts to reach or write the database.",
 		   atomic_load(&state.db_errors));

@@ -18,7 +18,7 @@ KEYS = ["database", "mqtt_url", "mqtt_topic", "mqtt_senml_topic",
         "mqtt_shared_group", "mqtt_client_id", "mqtt_username",
         "mqtt_password_file", "listen", "jwt_secret_file",
         "jwt_public_key_file", "jwt_audience", "jwt_issuer", "web_root",
-        "log_level"]
+        "log_level", "spool_file"]
 
 
 def run(args, env=None, timeout=10):
@@ -119,6 +119,8 @@ def test_file_syntax_errors(tmp_path, line, why):
     ("web_root", "", "must not be empty"),
     ("mqtt_client_id", "", "must not be empty"),
     ("mqtt_username", "a\tb", "control character"),
+    ("spool_file", "/nonexistent/dir/bridge.spool",
+     "cannot create the file in its directory"),
 ])
 def test_bad_value_named_with_its_source(tmp_path, secret, key, value, why):
     """The same bad value from each source: the message names the key and

@@ -521,3 +521,43 @@ def test_broker_restart_reconnects_and_resubscribes(pg_cluster,
         assert logs.count("subscribed to") == 2
     finally:
         broker.destroy()
+
+
+@pytest.mark.parametrize("how", ["stop", "kill"])
+def test_spool_keeps_held_messages(pg_cluster, mosquitto, bridge_factory,
+                                   device, tmp_path, how):
+    """With a spool file, the messages held while the database is down
+    survive a graceful stop and even SIGKILL: the next start stores them
+    first, then takes the rest from the broker, in order."""
+    client_id = "lw-test-spool-" + device
+    spool = tmp_path / "bridge.spool"
+    bridge = bridge_factory(mqtt_client_id=client_id, spool_file=str(spool))
+    pg_cluster.stop()
+    try:
+        mosquitto.publish([(topic(device), {"sensor_type": "n", "value": i})
+                           for i in range(20)])
+        wait_for(lambda: bridge.metric("livewidget_ingest_messages_held") > 0,
+                 what="messages to be held")
+        assert spool.stat().st_size > 0
+        if how == "stop":
+            assert bridge.stop() == 0
+            assert "wait in spool file" in bridge.logs() or \
+                "waits in spool file" in bridge.logs()
+        else:
+            bridge.stop(signal.SIGKILL)
+    finally:
+        pg_cluster.start()
+    again = bridge_factory(mqtt_client_id=client_id, spool_file=str(spool))
+    rows = wait_rows(pg_cluster, device, 20, timeout=30)
+    time.sleep(0.5)
+    assert [r[1] for r in pg_cluster.readings(device)] == list(range(20))
+    assert "from spool file" in again.logs()
+    wait_for(lambda: spool.stat().st_size == 0, what="the spool to empty")
+
+
+def test_spool_file_is_exclusive(bridge_factory, tmp_path):
+    spool = tmp_path / "bridge.spool"
+    bridge_factory(spool_file=str(spool))
+    second = bridge_factory(spool_file=str(spool), wait=False)
+    assert second.wait_exit() == 1
+    assert "another process uses it" in second.logs()
