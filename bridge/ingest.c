@@ -39,11 +39,12 @@
  * skipped; the ids of the last connection go to the spool file at a stop
  * so that the next process knows them too.
  *
- * XXX A crash (not a graceful stop) while a message is being stored, or
- * while messages are held, loses those messages: the broker has their
- * PUBACK.  A client library with manual acknowledgement would close that
- * window (ack after COMMIT); a local spool file would be the other fix.
- * A graceful stop waits up to STOP_DRAIN_SECONDS for held messages.
+ * XXX A crash (not a graceful stop) while a message is being stored loses
+ * it: the broker has its PUBACK.  Without spool_file, so do the messages
+ * held at a crash, or at a stop when the database is not back within
+ * STOP_DRAIN_SECONDS (the log says how many).  A client library with
+ * manual acknowledgement (PUBACK after COMMIT) would close the first
+ * window; paho.mqtt.c has none.
  *
  * XXX If the connection breaks during COMMIT, the outcome is unknown and
  * the message is stored again later: readings with a device timestamp are
@@ -101,7 +102,10 @@
 /* How long a graceful stop keeps trying to store held messages */
 #define STOP_DRAIN_SECONDS		5
 
-/* Packet ids of the current connection kept for the spool file */
+/*
+ * How many of the last packet ids of a connection a stop writes to the
+ * spool file: far more than a broker keeps in flight (Mosquitto: 20).
+ */
 #define TAKEN_RING				1024
 
 /* How much of a rejected payload a log line quotes */
@@ -193,8 +197,8 @@ static struct
 	bool		spool_failed;	/* an append failed in this outage */
 	uint32_t	connection;		/* broker connections so far */
 	TakenId		taken[65536];	/* by packet id */
-	uint16_t	ring[TAKEN_RING];	/* ids taken on this connection */
-	int			ring_len;
+	uint16_t	ring[TAKEN_RING];	/* last ids taken on this connection */
+	uint64_t	ring_count;		/* ids taken on this connection */
 	bool		mqtt_wanted;	/* paho told to be connected */
 	int			backoff_ms;
 	bool		outage;			/* storing failed since the last recovery */
@@ -827,8 +831,8 @@ remember_taken(int msgid, uint64_t hash, uint32_t connection)
 	state.taken[msgid].hash = hash;
 	state.taken[msgid].connection = connection;
 	state.taken[msgid].used = true;
-	if (connection == state.connection && state.ring_len < TAKEN_RING)
-		state.ring[state.ring_len++] = (uint16_t) msgid;
+	if (connection == state.connection)
+		state.ring[state.ring_count++ % TAKEN_RING] = (uint16_t) msgid;
 }
 
 /*
@@ -864,15 +868,19 @@ static void
 spool_taken_ids(void)
 {
 	SpoolId		ids[TAKEN_RING];
+	int			n = state.ring_count < TAKEN_RING ?
+		(int) state.ring_count : TAKEN_RING;
 
 	if (state.spool_fd < 0 || state.spool_failed)
 		return;
-	for (int i = 0; i < state.ring_len; i++)
+	for (int i = 0; i < n; i++)
 	{
-		ids[i].msgid = state.ring[i];
-		ids[i].hash = state.taken[state.ring[i]].hash;
+		int			id = state.ring[(state.ring_count - n + i) % TAKEN_RING];
+
+		ids[i].msgid = id;
+		ids[i].hash = state.taken[id].hash;
 	}
-	if (spool_append_ids(state.spool_fd, ids, state.ring_len) != 0)
+	if (spool_append_ids(state.spool_fd, ids, n) != 0)
 		log_error("ingest", "could not write to spool file \"%s\": %s",
 				  state.cfg->spool_file, strerror(errno));
 }
@@ -983,7 +991,7 @@ on_connected(void *context, char *cause)
 	/* a new connection: what the last one took may come again (DUP) */
 	pthread_mutex_lock(&state.lock);
 	state.connection++;
-	state.ring_len = 0;
+	state.ring_count = 0;
 	pthread_mutex_unlock(&state.lock);
 
 	atomic_store(&state.mqtt_connected, true);
