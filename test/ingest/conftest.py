@@ -329,7 +329,15 @@ class BridgeProcess:
 
     def destroy(self):
         try:
-            self.stop()
+            status = self.stop()
+            # a build with sanitizers (LW_TEST_BRIDGE) reports here; leaks
+            # count only after a clean stop
+            logs = self.logs()
+            marks = ["ERROR: AddressSanitizer", "runtime error:"]
+            if status == 0:
+                marks.append("ERROR: LeakSanitizer")
+            for mark in marks:
+                assert mark not in logs, logs
         finally:
             self.log.close()
             shutil.rmtree(self.dir, ignore_errors=True)
