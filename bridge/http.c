@@ -232,6 +232,25 @@ api_request(Session *s, const char *path)
 	return 0;
 }
 
+/*
+ * PostgreSQL's json_build_object() writes "key" : value; the widgets list
+ * holds only strings and integers, so jansson can give it the compact form
+ * of every other body without changing a value.
+ */
+static void
+respond_compact(Session *s, const char *json)
+{
+	json_t	   *doc = json_loads(json, 0, NULL);
+	char	   *text = doc ? json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+
+	if (text != NULL)
+		http_respond_json(s, 200, text);
+	else
+		http_respond_error(s, 500, "could not read from the database");
+	free(text);
+	json_decref(doc);
+}
+
 void
 http_db_done(Session *s, DbRequest *req)
 {
@@ -241,6 +260,8 @@ http_db_done(Session *s, DbRequest *req)
 		http_respond_error(s, 500, "could not read from the database");
 	else if (req->value == NULL)
 		http_respond_error(s, 404, "widget not found on this dashboard");
+	else if (req->query == DBQ_WIDGETS_LIST)
+		respond_compact(s, req->value);
 	else
 		http_respond_json(s, 200, req->value);
 }

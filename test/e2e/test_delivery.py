@@ -13,6 +13,7 @@ import select
 import re
 import sys
 import time
+import urllib.request
 import uuid
 
 import pytest
@@ -298,6 +299,11 @@ def test_widgets_list(bridge, pg, widget, make_token):
     status, body, _ = bridge.get("/api/dashboard-templates/%s/widgets/"
                                  % widget["dashboard"], token)
     assert status == 200
+    raw = urllib.request.urlopen(urllib.request.Request(
+        bridge.url + "/api/dashboard-templates/%s/widgets/"
+        % widget["dashboard"], headers={"Authorization": "Bearer " + token}
+    )).read().decode()
+    assert " : " not in raw and ", " not in raw, raw
     assert body == [
         {"widget_id": widget["widget"], "device_id": widget["device"],
          "sensor_type": "temperature", "max_samples": 50},
