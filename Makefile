@@ -36,8 +36,10 @@ all: bridge
 
 .PHONY: bridge install-bridge clean-bridge format-check version-check
 
+# PREFIX is compiled into the bridge (where it finds the dashboard page),
+# so give the same one to "make" and "make install".
 bridge:
-	$(MAKE) -C bridge
+	$(MAKE) -C bridge PREFIX=$(PREFIX)
 
 install: install-bridge
 

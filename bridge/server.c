@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "ingest.h"
 #include "log.h"
@@ -230,6 +231,19 @@ lws_log_line(int level, const char *line)
 		log_warning("lws", "%.*s", (int) len, line);
 }
 
+/* The API works without the page, but a user opening "/" should know why. */
+static void
+warn_missing_page(const char *web_root)
+{
+	char		path[1024];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "%s/index.html", web_root);
+	if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
+		log_warning("http", "web_root \"%s\" has no index.html: the dashboard page "
+					"will answer 404", web_root);
+}
+
 struct lws_context *
 server_create(const Config *cfg)
 {
@@ -257,9 +271,12 @@ server_create(const Config *cfg)
 
 	context = lws_create_context(&info);
 	if (context == NULL)
+	{
 		log_fatal("http", "could not listen on %s", cfg->listen);
-	else
-		log_info("http", "listening on %s", cfg->listen);
+		return NULL;
+	}
+	log_info("http", "listening on %s", cfg->listen);
+	warn_missing_page(cfg->web_root);
 	return context;
 }
 

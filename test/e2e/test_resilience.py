@@ -102,3 +102,28 @@ def test_short_jwt_secret_refused(start_bridge, tmp_path):
     bridge = start_bridge(wait=False, jwt_secret_file=str(short))
     assert bridge.proc.wait(10) != 0
     assert "too short" in bridge.logs()
+
+
+def test_bridge_runs_with_the_documented_grants(start_bridge, pg, broker,
+                                                widget, make_token):
+    """The least a bridge's role needs, as the README lists it."""
+    role = "lw_bridge_" + widget["widget"].replace("-", "_")
+    pg.sql("CREATE ROLE %s LOGIN" % role)
+    pg.sql("GRANT USAGE ON SCHEMA livewidget TO %s" % role)
+    pg.sql("GRANT SELECT, INSERT ON livewidget.sensor_data TO %s" % role)
+    pg.sql("GRANT SELECT ON livewidget.tracked_variable, "
+           "livewidget.widget_sample, livewidget.widget_state TO %s" % role)
+    conninfo = "host=%s port=%d user=%s dbname=%s" % (
+        pg.host, pg.port, role, pg.dbname)
+    bridge = start_bridge(database=conninfo)
+    token = make_token([widget["dashboard"]])
+    with Viewer(ws_url(bridge, widget), token, after=0) as viewer:
+        broker.publish("devices/%s/telemetry" % widget["device"],
+                       {"sensor_type": widget["sensor"], "value": 3.5})
+        assert [f["value"] for f in viewer.wait_frames(1)] == [3.5], \
+            bridge.logs()
+    path = "/api/dashboard-templates/%s/widgets/%s/samples/" % (
+        widget["dashboard"], widget["widget"])
+    status, body, _ = bridge.get(path, token)
+    assert status == 200 and [s["value"] for s in body] == [3.5]
+    assert "permission denied" not in bridge.logs()
