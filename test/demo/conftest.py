@@ -1,4 +1,9 @@
-"""Fixtures for the demo tests: a real Mosquitto with per-device logins."""
+"""Fixtures for the demo tests: a real Mosquitto with per-device logins,
+and demo/run itself, always stopped at the end of the test that used it.
+
+Every port is picked free when the fixture starts, so that these tests do
+not collide with another run on the same machine.
+"""
 
 import os
 import pathlib
@@ -10,8 +15,9 @@ import time
 
 import pytest
 
+from demoproc import DemoProcess, free_ports
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-MQTT_PORT = int(os.environ.get("LW_TEST_MQTT_PORT", "18821"))
 
 
 def wait_port(port, timeout=10.0, proc=None):
@@ -43,6 +49,7 @@ def secured_broker():
     """
     if shutil.which("mosquitto") is None:
         pytest.fail("mosquitto is not installed")
+    port, = free_ports(1)
     tmp_path = pathlib.Path(tempfile.mkdtemp(prefix="lw-test-mqtt-"))
     tmp_path.chmod(0o755)
     users = {"aq-reference": "ref-secret", "aq-multisensor": "multi-secret",
@@ -60,19 +67,39 @@ def secured_broker():
     conf = tmp_path / "mosquitto.conf"
     conf.write_text("listener %d 127.0.0.1\nallow_anonymous false\n"
                     "password_file %s\nacl_file %s\npersistence false\n"
-                    "max_queued_messages 100000\n" % (MQTT_PORT, passwd, acl))
+                    "max_queued_messages 100000\n" % (port, passwd, acl))
     log = open(tmp_path / "mosquitto.log", "w")
     proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=log,
                             stderr=subprocess.STDOUT)
     try:
         try:
-            wait_port(MQTT_PORT, proc=proc)
+            wait_port(port, proc=proc)
         except AssertionError:
             raise AssertionError("mosquitto did not start:\n" +
                                  (tmp_path / "mosquitto.log").read_text())
-        yield {"port": MQTT_PORT, "users": users, "dir": tmp_path}
+        yield {"port": port, "users": users, "dir": tmp_path}
     finally:
         proc.terminate()
-        proc.wait(10)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
         log.close()
         shutil.rmtree(tmp_path)
+
+
+@pytest.fixture
+def start_demo():
+    """Start demo/run (DemoProcess arguments); stopped whatever happens."""
+    started = []
+
+    def start(*args, **kwargs):
+        demo = DemoProcess(*args, **kwargs)
+        started.append(demo)
+        return demo
+    try:
+        yield start
+    finally:
+        for demo in started:
+            demo.stop()

@@ -1,16 +1,13 @@
 """demo/run for real: PostgreSQL, Mosquitto, the bridge, the replay and
 headless Chromium on the printed dashboard URL, then a clean Ctrl-C.
 
-Ports (environment): LW_TEST_HTTP_PORT (18081), LW_TEST_MQTT_PORT (18821),
-LW_TEST_PG_PORT (55521).  The browser checks need `npm ci` in
+Ports are picked free at start.  The browser checks need `npm ci` in
 test/browser (test/run does it).  The whole file takes about a minute.
 """
 
 import asyncio
 import json
 import os
-import re
-import signal
 import socket
 import subprocess
 import threading
@@ -23,92 +20,31 @@ import paho.mqtt.client as mqtt
 import pytest
 import websockets
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-HTTP_PORT = int(os.environ.get("LW_TEST_HTTP_PORT", "18081"))
-MQTT_PORT = int(os.environ.get("LW_TEST_MQTT_PORT", "18821"))
-PG_PORT = int(os.environ.get("LW_TEST_PG_PORT", "55521"))
+from demoproc import DemoProcess, ROOT, port_is_free, processes_mentioning, \
+    wait_until_gone
+
 BROWSER_DIR = os.path.join(ROOT, "test", "browser")
 
 EXPECTED_WIDGETS = {"co", "benzene", "nox", "no2", "temperature",
                     "humidity", "abs_humidity", "o3_response"}
-START_TIMEOUT = 180         # packages checked, build, servers up
-STOP_TIMEOUT = 60
-
-
-class Demo:
-    """A running demo/run, its printed URL, pids and working directory."""
-
-    def __init__(self):
-        env = dict(os.environ, LW_DEMO_HTTP_PORT=str(HTTP_PORT),
-                   LW_DEMO_MQTT_PORT=str(MQTT_PORT),
-                   LW_DEMO_PG_PORT=str(PG_PORT), LW_DEMO_SPEED="36000")
-        # A session of its own, as a terminal gives a foreground job, so
-        # that a SIGINT to the group is what Ctrl-C would send.
-        self.proc = subprocess.Popen([os.path.join(ROOT, "demo", "run")],
-                                     stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True,
-                                     env=env, start_new_session=True)
-        self.lines = []
-        self.printed = threading.Event()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-            if line.startswith("demo: replaying"):
-                self.printed.set()
-        self.printed.set()
-
-    def output(self):
-        return "\n".join(self.lines)
-
-    def wait_started(self):
-        assert self.printed.wait(START_TIMEOUT), \
-            "no dashboard URL after %d s:\n%s" % (START_TIMEOUT,
-                                                   self.output())
-        text = self.output()
-        url = re.search(r"^Dashboard: (\S+)$", text, re.M)
-        assert url, "no dashboard URL printed:\n" + text
-        self.url = url.group(1)
-        match = re.match(r"http://127\.0\.0\.1:(\d+)/dashboards/"
-                         r"([0-9a-f-]{36})#token=([\w.-]+)$", self.url)
-        assert match, self.url
-        assert int(match.group(1)) == HTTP_PORT
-        self.dashboard, self.token = match.group(2), match.group(3)
-        self.tmp = re.search(r"^demo: working directory (\S+)", text,
-                             re.M).group(1)
-        pids = re.search(r"^demo: pids: (.*)$", text, re.M).group(1)
-        self.pids = {name: int(pid) for name, pid in
-                     (part.split() for part in pids.split(", "))}
-
-    def interrupt(self):
-        """Ctrl-C: SIGINT to the demo's process group."""
-        os.killpg(self.proc.pid, signal.SIGINT)
-        return self.proc.wait(STOP_TIMEOUT)
-
-    def kill(self):
-        if self.proc.poll() is None:
-            try:
-                self.interrupt()
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
 
 
 @pytest.fixture(scope="module")
 def demo():
-    running = Demo()
+    """One demo for the module, started as a user would: packages checked,
+    build and "make install" included.  Stopped whatever happens."""
+    running = DemoProcess(skip_install=False)
     try:
         running.wait_started()
         yield running
     finally:
-        running.kill()
+        running.stop()
 
 
-def get(path, token=None):
+def get(demo, path, token=None):
     """GET on the bridge; returns (status, decoded JSON body)."""
-    req = urllib.request.Request("http://127.0.0.1:%d%s" % (HTTP_PORT, path))
+    req = urllib.request.Request("http://127.0.0.1:%d%s" % (demo.http_port,
+                                                            path))
     if token:
         req.add_header("Authorization", "Bearer " + token)
     try:
@@ -134,7 +70,7 @@ def foreign_token(demo):
 def wait_samples(demo, widget, count, timeout=20):
     deadline = time.monotonic() + timeout
     while True:
-        status, body = get(samples_path(demo, widget), demo.token)
+        status, body = get(demo, samples_path(demo, widget), demo.token)
         assert status == 200, body
         if len(body) >= count or time.monotonic() > deadline:
             return body
@@ -144,7 +80,7 @@ def wait_samples(demo, widget, count, timeout=20):
 # REST ------------------------------------------------------------------------
 
 def test_dashboard_lists_one_widget_per_channel(demo):
-    status, body = get("/api/dashboard-templates/%s/widgets/" %
+    status, body = get(demo, "/api/dashboard-templates/%s/widgets/" %
                        demo.dashboard, demo.token)
     assert status == 200
     assert {w["widget_id"] for w in body} == EXPECTED_WIDGETS
@@ -165,16 +101,16 @@ def test_samples_are_the_replayed_readings(demo):
 
 def test_rest_refusals(demo):
     path = samples_path(demo, "temperature")
-    assert get(path)[0] == 401
-    assert get(path, demo.token + "x")[0] == 401
-    status, body = get(path.replace(demo.dashboard,
+    assert get(demo, path)[0] == 401
+    assert get(demo, path, demo.token + "x")[0] == 401
+    status, body = get(demo, path.replace(demo.dashboard,
                                     "00000000-0000-4000-8000-000000000000"),
                        foreign_token(demo))
     assert status in (403, 404), body
-    assert get(path.replace(demo.dashboard,
+    assert get(demo, path.replace(demo.dashboard,
                             "00000000-0000-4000-8000-000000000000"),
                 demo.token)[0] == 403
-    status, body = get(samples_path(demo, "no_such_widget"), demo.token)
+    status, body = get(demo, samples_path(demo, "no_such_widget"), demo.token)
     assert status == 404 and "error" in body
 
 
@@ -212,8 +148,8 @@ async def refused(url, token):
 def test_websocket_resumes_after_a_seq_then_goes_live(demo):
     samples = wait_samples(demo, "humidity", 10)
     after = samples[-5]["seq"]
-    url = "ws://127.0.0.1:%d/ws/widgets/humidity/?after=%d" % (HTTP_PORT,
-                                                               after)
+    url = "ws://127.0.0.1:%d/ws/widgets/humidity/?after=%d" % (
+        demo.http_port, after)
     protocol, got = asyncio.run(follow(url, demo.token, 8))
     assert protocol == "livewidget"
     seqs = [m["seq"] for m in got if "seq" in m]
@@ -224,7 +160,7 @@ def test_websocket_resumes_after_a_seq_then_goes_live(demo):
 
 
 def test_websocket_refusals_have_readable_close_codes(demo):
-    base = "ws://127.0.0.1:%d/ws/widgets/%%s/" % HTTP_PORT
+    base = "ws://127.0.0.1:%d/ws/widgets/%%s/" % demo.http_port
     assert asyncio.run(refused(base % "co", "bad.token.here")) == 4401
     assert asyncio.run(refused(base % "co", foreign_token(demo))) == 4403
     assert asyncio.run(refused(base % "no_such_widget", demo.token)) == 4404
@@ -232,7 +168,7 @@ def test_websocket_refusals_have_readable_close_codes(demo):
 
 # The broker's logins and ACL -------------------------------------------------
 
-def mqtt_connect(username, password):
+def mqtt_connect(demo, username, password):
     """Connect once; returns the CONNACK code."""
     result = threading.Event()
     codes = []
@@ -244,7 +180,7 @@ def mqtt_connect(username, password):
         codes.append(rc)
         result.set()
     client.on_connect = on_connect
-    client.connect("127.0.0.1", MQTT_PORT)
+    client.connect("127.0.0.1", demo.mqtt_port)
     client.loop_start()
     result.wait(10)
     return client, codes[0] if codes else None
@@ -257,14 +193,14 @@ def device_password(demo, device):
 
 def test_broker_refuses_anonymous_and_wrong_passwords(demo):
     for user, password in ((None, None), ("aq-reference", "wrong")):
-        client, rc = mqtt_connect(user, password)
+        client, rc = mqtt_connect(demo, user, password)
         client.loop_stop()
         assert rc == 5, "expected 'not authorised', got %r" % rc
 
 
 def test_device_cannot_write_as_another_device(demo):
     password = device_password(demo, "aq-reference")
-    client, rc = mqtt_connect("aq-reference", password)
+    client, rc = mqtt_connect(demo, "aq-reference", password)
     assert rc == 0
     marker = {"device_id": "aq-multisensor", "sensor_type": "humidity",
               "value": 777.25, "unit": "%",
@@ -278,7 +214,7 @@ def test_device_cannot_write_as_another_device(demo):
     # The reading on its own topic went through (stored, no widget), so
     # the other one had its chance too: it must not be in the buffer.
     time.sleep(2)
-    status, samples = get(samples_path(demo, "humidity"), demo.token)
+    status, samples = get(demo, samples_path(demo, "humidity"), demo.token)
     assert status == 200
     assert all(s["value"] != 777.25 for s in samples)
 
@@ -301,61 +237,27 @@ def test_dashboard_page_in_headless_chromium(demo):
 
 # Stop ------------------------------------------------------------------------
 
-def running(pid):
-    """True while pid runs; a zombie waiting for its reaper does not."""
-    try:
-        with open("/proc/%d/stat" % pid) as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def alive(pid, grace=5.0):
-    """running(pid), allowing a stopping process a few seconds to go."""
-    deadline = time.monotonic() + grace
-    while running(pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return running(pid)
-
-
-def processes_mentioning(text):
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/cmdline" % entry, "rb") as handle:
-                if text.encode() in handle.read():
-                    found.append(int(entry))
-        except OSError:
-            continue
-    return found
-
-
 def test_ctrl_c_stops_everything_and_removes_the_directory(demo):
-    assert all(running(pid) for pid in demo.pids.values()), demo.pids
     assert set(demo.pids) == {"postgres", "mosquitto", "bridge", "replay"}
+    pids = list(demo.pids.values())
+    assert wait_until_gone(pids, 0) == pids, "not all of %r run" % demo.pids
     assert demo.interrupt() == 0, demo.output()
-    for name, pid in demo.pids.items():
-        assert not alive(pid), "%s (pid %d) still runs" % (name, pid)
+    left = wait_until_gone(pids)
+    assert not left, "%r: %r still run" % (demo.pids, left)
     assert not os.path.exists(demo.tmp)
     assert processes_mentioning(demo.tmp) == []
-    for port in (HTTP_PORT, MQTT_PORT, PG_PORT):
-        with socket.socket() as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(("127.0.0.1", port))      # free again
+    for port in (demo.http_port, demo.mqtt_port, demo.pg_port):
+        assert port_is_free(port), "port %d still taken" % port
 
 
-def test_a_port_in_use_is_a_clear_error():
+def test_a_port_in_use_is_a_clear_error(start_demo):
     with socket.socket() as busy:
         busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        busy.bind(("127.0.0.1", HTTP_PORT))
+        busy.bind(("127.0.0.1", 0))
         busy.listen()
-        env = dict(os.environ, LW_DEMO_HTTP_PORT=str(HTTP_PORT),
-                   LW_DEMO_MQTT_PORT=str(MQTT_PORT),
-                   LW_DEMO_PG_PORT=str(PG_PORT), LW_DEMO_SKIP_INSTALL="1")
-        result = subprocess.run([os.path.join(ROOT, "demo", "run")], env=env,
-                                capture_output=True, text=True, timeout=60)
-    assert result.returncode == 1
-    assert ("port %d (LW_DEMO_HTTP_PORT) is already in use" % HTTP_PORT
-            in result.stderr)
+        port = busy.getsockname()[1]
+        demo = start_demo(LW_DEMO_HTTP_PORT=str(port))
+        assert demo.wait_exit(60) == 1, demo.output()
+    assert ("port %d (LW_DEMO_HTTP_PORT) is already in use" % port
+            in demo.output())
+    demo.assert_nothing_left()
