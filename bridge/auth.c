@@ -23,6 +23,7 @@
 #include "log.h"
 
 #define MIN_SECRET_BYTES 32
+#define MAX_EXPIRES		253402300799.0	/* 9999-12-31T23:59:59Z: later is "never" */
 
 static struct
 {
@@ -167,7 +168,7 @@ check_registered_claims(json_t *claims, Grant *grant)
 	if (auth.audience != NULL && (aud == NULL || !audience_matches(aud)))
 		return "token audience not accepted";
 
-	grant->expires = exp > (double) INT64_MAX / 2 ? (time_t) (INT64_MAX / 2) : (time_t) exp;
+	grant->expires = exp > MAX_EXPIRES ? (time_t) MAX_EXPIRES : (time_t) exp;
 	return NULL;
 }
 

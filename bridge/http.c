@@ -117,6 +117,10 @@ write_headers(Session *s)
 									(const unsigned char *) bearer,
 									(int) strlen(bearer), &p, end))
 		return false;
+	if (s->status == 405 &&
+		lws_add_http_header_by_name(s->wsi, (const unsigned char *) "allow:",
+									(const unsigned char *) "GET", 3, &p, end))
+		return false;
 	return lws_finalize_write_http_header(s->wsi, start, &p, end) == 0;
 }
 
@@ -163,6 +167,7 @@ authorize(Session *s)
 {
 	char		header[AUTH_MAX_TOKEN + 32];
 	int			len = lws_hdr_total_length(s->wsi, WSI_TOKEN_HTTP_AUTHORIZATION);
+	const char *token;
 
 	if (len <= 0)
 		return "no token";
@@ -171,7 +176,10 @@ authorize(Session *s)
 		return "token too long";
 	if (strncasecmp(header, "Bearer ", 7) != 0)
 		return "authorization is not a bearer token";
-	return auth_verify(header + 7, &s->grant);
+	token = header + 7;
+	while (*token == ' ')
+		token++;
+	return auth_verify(token, &s->grant);
 }
 
 /*
@@ -386,13 +394,13 @@ http_request(Session *s, const char *path)
 {
 	server_stats.http_requests++;
 	s->unauthorized = false;
-	log_debug(s->prefix, "GET %.*s", 200, path);
-
 	if (lws_hdr_total_length(s->wsi, WSI_TOKEN_GET_URI) <= 0)
 	{
+		log_debug(s->prefix, "refused a method other than GET on %.*s", 200, path);
 		http_respond_error(s, 405, "only GET is served here");
 		return 0;
 	}
+	log_debug(s->prefix, "GET %.*s", 200, path);
 	if (strlen(path) > MAX_PATH)
 	{
 		http_respond_error(s, 404, "not found");

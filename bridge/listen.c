@@ -115,18 +115,38 @@ post_done(DbRequest *req)
 	post_event(node);
 }
 
-/* Remove the trailing newline libpq puts on its messages, for logging. */
+/*
+ * A libpq message on one log line: its inner line breaks and tabs (before
+ * DETAIL, CONTEXT...) become spaces, the trailing ones go.
+ */
+static const char *
+one_line(const char *message)
+{
+	static __thread char buf[1024];
+	size_t		len;
+	char	   *p;
+
+	snprintf(buf, sizeof(buf), "%s", message);
+	for (p = buf; *p; p++)
+		if (*p == '\n' || *p == '\t')
+			*p = ' ';
+	len = strlen(buf);
+	while (len > 0 && buf[len - 1] == ' ')
+		buf[--len] = '\0';
+	return buf;
+}
+
 static const char *
 pq_message(PGconn *conn)
 {
-	static __thread char buf[512];
-	size_t		len;
+	return one_line(PQerrorMessage(conn));
+}
 
-	snprintf(buf, sizeof(buf), "%s", PQerrorMessage(conn));
-	len = strlen(buf);
-	while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == ' '))
-		buf[--len] = '\0';
-	return buf;
+/* Server notices (a WARNING, a FATAL before a disconnect) as log lines. */
+static void
+log_notice(void *arg, const char *message)
+{
+	log_warning("db", "server says: %s", one_line(message));
 }
 
 /*
@@ -232,9 +252,9 @@ static bool
 db_connect(void)
 {
 	const char *keys[] = {"connect_timeout", "keepalives_idle", "dbname",
-	"fallback_application_name", NULL};
+	"fallback_application_name", "client_encoding", NULL};
 	const char *values[] = {"10", "30", db.conninfo,
-	"livewidget-bridge", NULL};
+	"livewidget-bridge", "UTF8", NULL};
 	PGresult   *res;
 	Channel    *ch;
 
@@ -250,6 +270,7 @@ db_connect(void)
 		return false;
 	}
 
+	PQsetNoticeProcessor(db.conn, log_notice, NULL);
 	res = PQexec(db.conn, "SET statement_timeout = '10s'");
 	PQclear(res);
 	for (ch = db.channels; ch != NULL; ch = ch->next)

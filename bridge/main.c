@@ -43,10 +43,18 @@
 static volatile sig_atomic_t stop_requests;
 static volatile sig_atomic_t reload_requested;
 
+/*
+ * The first stop signal asks the loop for a graceful stop.  The second
+ * means "now", even while the main thread is blocked draining ingest, so
+ * it ends the process from the handler itself: _exit() is async-signal
+ * safe, and nothing is left to flush that a graceful stop was not already
+ * giving up on.
+ */
 static void
 on_stop_signal(int signo)
 {
-	stop_requests++;
+	if (++stop_requests >= 2)
+		_exit(1);
 }
 
 static void
@@ -127,13 +135,8 @@ drain(void)
 	log_info("main", "stopping");
 	ingest_stop();
 	server_close_all();
-	while (!server_idle() && time(NULL) < deadline && stop_requests < 2)
+	while (!server_idle() && time(NULL) < deadline)
 		lws_service(context, 0);
-	if (stop_requests >= 2)
-	{
-		log_info("main", "second stop signal: exiting now");
-		_exit(1);
-	}
 }
 
 int

@@ -20,6 +20,8 @@
  *
  *-------------------------------------------------------------------------
  */
+#include <ctype.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -30,7 +32,9 @@
 #include "server.h"
 
 #define WIDGET_BUCKETS	256
-#define TIMER_MAX_USEC	((lws_usec_t) 3600 * LWS_USEC_PER_SEC)
+#define TIMER_MAX_SECONDS 3600
+#define CLOSE_TIMEOUT_SECONDS 10	/* for a viewer that reads nothing */
+#define URL_ARG_MAX		(AUTH_MAX_TOKEN + 4096)
 
 typedef struct Widget
 {
@@ -115,6 +119,9 @@ ws_close(Session *s, int code, const char *reason)
 	s->close_code = code;
 	snprintf(s->close_reason, sizeof(s->close_reason), "%s", reason);
 	lws_callback_on_writable(s->wsi);
+
+	/* A viewer that reads nothing never lets the close frame out. */
+	lws_set_timeout(s->wsi, PENDING_TIMEOUT_USER_OK, CLOSE_TIMEOUT_SECONDS);
 }
 
 static void
@@ -435,7 +442,7 @@ ws_notify(const char *widget_id, const char *payload)
 static bool
 find_token(struct lws *wsi, char *buf, int len)
 {
-	char		arg[AUTH_MAX_TOKEN + 32];
+	char		arg[URL_ARG_MAX];
 	const char *v = lws_get_urlarg_by_name(wsi, "access_token=", arg, sizeof(arg));
 	char	   *offer;
 	char	   *save = NULL;
@@ -477,10 +484,15 @@ parse_ws_path(const char *path, char *widget_id)
 	return widget_id_valid(widget_id);
 }
 
+/*
+ * ?after=<seq>: digits only, within bigint.  The buffer is as large as the
+ * whole request may be, because lws_get_urlarg_by_name() gives up at the
+ * first argument (say, a token) that does not fit in it.
+ */
 static bool
 parse_after(struct lws *wsi, Session *s, bool *bad)
 {
-	char		buf[64];
+	char		buf[URL_ARG_MAX];
 	const char *v = lws_get_urlarg_by_name(wsi, "after=", buf, sizeof(buf));
 	char	   *end;
 	long long	after;
@@ -488,8 +500,9 @@ parse_after(struct lws *wsi, Session *s, bool *bad)
 	*bad = false;
 	if (v == NULL)
 		return false;
+	errno = 0;
 	after = strtoll(v, &end, 10);
-	if (*v == '\0' || *end != '\0' || after < 0)
+	if (!isdigit((unsigned char) *v) || *end != '\0' || errno == ERANGE)
 	{
 		*bad = true;
 		return false;
@@ -498,15 +511,20 @@ parse_after(struct lws *wsi, Session *s, bool *bad)
 	return true;
 }
 
+/*
+ * Wake up when the token expires, or in an hour at the latest (ws_timer()
+ * then arms again): the seconds are capped before they become
+ * microseconds, so a far-future exp cannot overflow.
+ */
 static void
 arm_expiry_timer(Session *s)
 {
-	lws_usec_t	left = ((lws_usec_t) s->grant.expires + AUTH_LEEWAY_SECONDS
-						- (lws_usec_t) time(NULL)) * LWS_USEC_PER_SEC;
+	int64_t		left = (int64_t) s->grant.expires + AUTH_LEEWAY_SECONDS
+		- (int64_t) time(NULL);
 
-	if (left < 1)
-		left = 1;
-	lws_set_timer_usecs(s->wsi, left > TIMER_MAX_USEC ? TIMER_MAX_USEC : left);
+	if (left > TIMER_MAX_SECONDS)
+		left = TIMER_MAX_SECONDS;
+	lws_set_timer_usecs(s->wsi, left < 1 ? 1 : (lws_usec_t) left * LWS_USEC_PER_SEC);
 }
 
 int

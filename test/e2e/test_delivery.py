@@ -7,6 +7,7 @@ python-websockets, and tokens minted with PyJWT.
 
 import base64
 import datetime
+import os
 import http.client
 import json
 import select
@@ -384,3 +385,44 @@ def test_tokens_never_reach_the_log(bridge, widget, make_token):
     assert token not in logs
     assert token.split(".")[2] not in logs
     assert "access_token=" not in logs
+
+
+def test_after_works_in_any_argument_order(bridge, pg, widget, make_token):
+    with pg.connect() as conn:
+        for value in (1, 2, 3):
+            conn.execute("INSERT INTO livewidget.sensor_data "
+                         "(device_id, sensor_type, value) VALUES (%s, %s, %s)",
+                         (widget["device"], widget["sensor"], value))
+    first = pg.sql("SELECT min(seq) FROM livewidget.widget_sample "
+                   "WHERE widget_id = %s", (widget["widget"],))[0][0]
+    token = make_token([widget["dashboard"]])
+    url = "%s?access_token=%s&after=%d" % (ws_url(bridge, widget), token,
+                                           first)
+    with Viewer(url) as viewer:
+        assert [f["value"] for f in viewer.wait_frames(2)] == [2, 3]
+
+
+@pytest.mark.parametrize("after", ["abc", "-1", "+2", "1.5", "",
+                                   "99999999999999999999999"])
+def test_bad_after_closes_4400(bridge, widget, make_token, after):
+    token = make_token([widget["dashboard"]])
+    url = "%s?access_token=%s&after=%s" % (ws_url(bridge, widget), token,
+                                           after)
+    with Viewer(url) as viewer:
+        assert viewer.wait_closed()[0] == 4400
+
+
+def cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_far_future_exp_does_not_busy_the_bridge(bridge, widget, make_token):
+    token = make_token([widget["dashboard"]], lifetime=10 ** 13)
+    with Viewer(ws_url(bridge, widget), token, after=0) as viewer:
+        viewer.run(0.3)
+        before = cpu_seconds(bridge.proc.pid)
+        viewer.run(1.0)
+        assert cpu_seconds(bridge.proc.pid) - before < 0.3
+        assert viewer.closed is None

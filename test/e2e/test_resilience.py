@@ -127,3 +127,25 @@ def test_bridge_runs_with_the_documented_grants(start_bridge, pg, broker,
     status, body, _ = bridge.get(path, token)
     assert status == 200 and [s["value"] for s in body] == [3.5]
     assert "permission denied" not in bridge.logs()
+
+
+def test_second_stop_signal_exits_at_once(start_bridge, pg, broker, widget):
+    """Even while ingest drains messages it holds for a database that is
+    down, a second SIGTERM ends the bridge at once."""
+    bridge = start_bridge()
+    pg.stop()
+    try:
+        broker.publish("devices/%s/telemetry" % widget["device"],
+                       {"sensor_type": widget["sensor"], "value": 1})
+        deadline = time.monotonic() + 10
+        while "holding" not in bridge.logs():
+            assert time.monotonic() < deadline, "ingest never held it"
+            time.sleep(0.1)
+        bridge.signal(signal.SIGTERM)
+        time.sleep(0.3)
+        started = time.monotonic()
+        bridge.signal(signal.SIGTERM)
+        assert bridge.proc.wait(5) == 1
+        assert time.monotonic() - started < 1.0
+    finally:
+        pg.start()
