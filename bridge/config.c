@@ -403,7 +403,8 @@ check_topic(const char *value)
 		if (len == 1 && level[0] == '+')
 			plus++;
 		else if (memchr(level, '+', len) || memchr(level, '#', len))
-			return "wildcards other than one whole \"+\" level are not allowed";
+			return "wildcards other than one whole \"+\" level are "
+				"not allowed";
 		if (level[len] == '\0')
 			break;
 		level += len + 1;
@@ -593,7 +594,8 @@ parse_file_line(ConfigState *st, char *line, const char *path, int lineno)
 	{
 		value = p;
 		for (end = p; *end; end++)
-			if (*end == '#' && (end == value || isspace((unsigned char) end[-1])))
+			if (*end == '#' &&
+				(end == value || isspace((unsigned char) end[-1])))
 				break;
 		while (end > value && isspace((unsigned char) end[-1]))
 			end--;
@@ -604,7 +606,8 @@ parse_file_line(ConfigState *st, char *line, const char *path, int lineno)
 	if (key < 0)
 	{
 		fprintf(stderr, "%s: unknown key \"%.*s\" in configuration file "
-				"\"%s\", line %d\n", PROGNAME, (int) namelen, name, path, lineno);
+				"\"%s\", line %d\n", PROGNAME, (int) namelen, name, path,
+				lineno);
 		return -1;
 	}
 	state_set(st, key, value,
@@ -781,7 +784,8 @@ read_options(ConfigState *st, int argc, char **argv, const char **file,
 			return -1;
 		}
 		if (apply)
-			state_set(st, key, value, xprintf("option --%.*s", (int) len, name));
+			state_set(st, key, value,
+					  xprintf("option --%.*s", (int) len, name));
 	}
 	return 0;
 }
@@ -862,7 +866,8 @@ check_state(ConfigState *st)
 		if (strcmp(st->value[t], st->value[s]) == 0)
 		{
 			fprintf(stderr, "%s: \"mqtt_topic\" (%s) and \"mqtt_senml_topic\" "
-					"(%s) must differ\n", PROGNAME, st->source[t], st->source[s]);
+					"(%s) must differ\n", PROGNAME, st->source[t],
+					st->source[s]);
 			rc = -1;
 		}
 	}
@@ -954,7 +959,9 @@ config_free(Config *cfg)
 	for (size_t i = 0; i < NUM_KEYS; i++)
 		if (config_keys[i].type != CONFIG_LOG_LEVEL)
 		{
-			char	  **field = (char **) ((char *) cfg + config_keys[i].offset);
+			char	  **field;
+
+			field = (char **) ((char *) cfg + config_keys[i].offset);
 
 			free(*field);
 			*field = NULL;

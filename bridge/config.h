@@ -76,7 +76,7 @@ extern char *config_read_secret(const char *path, size_t *len);
  * Split a "listen" value ("127.0.0.1:8080", "[::1]:8080", "localhost:80")
  * into host (brackets removed) and port.  Returns 0, or -1 if malformed.
  */
-extern int	config_split_listen(const char *value, char *host, size_t hostlen,
-								int *port);
+extern int	config_split_listen(const char *value, char *host,
+								size_t hostlen, int *port);
 
 #endif							/* LW_CONFIG_H */

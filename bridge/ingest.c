@@ -391,7 +391,10 @@ error_is_transient(const PGresult *res)
 static const char *
 error_text(const PGresult *res)
 {
-	const char *msg = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+	const char *msg = NULL;
+
+	if (res != NULL)
+		msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
 
 	if (msg == NULL && state.conn != NULL)
 		msg = PQerrorMessage(state.conn);
@@ -481,7 +484,8 @@ db_connect(char *why, size_t whylen)
 	PQsetNoticeProcessor(state.conn, notice_to_log, NULL);
 
 	/* a missing table (extension not created) shows here, not later */
-	if ((res = db_command("SET statement_timeout = '" DB_STATEMENT_TIMEOUT "'")) ||
+	if ((res = db_command("SET statement_timeout = '"
+						  DB_STATEMENT_TIMEOUT "'")) ||
 		(res = db_prepare("lw_ingest_lock", SQL_LOCK, 1)) ||
 		(res = db_prepare("lw_ingest_insert", SQL_INSERT, 5)))
 	{
@@ -548,12 +552,14 @@ insert_batch(const char *const params[5], PGresult **failed)
 	if ((*failed = db_command("BEGIN ISOLATION LEVEL READ COMMITTED")) != NULL)
 		return -1;
 
-	res = PQexecPrepared(state.conn, "lw_ingest_lock", 1, params, NULL, NULL, 0);
+	res = PQexecPrepared(state.conn, "lw_ingest_lock", 1, params,
+						 NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK)
 		goto fail;
 	PQclear(res);
 
-	res = PQexecPrepared(state.conn, "lw_ingest_insert", 5, params, NULL, NULL, 0);
+	res = PQexecPrepared(state.conn, "lw_ingest_insert", 5, params,
+						 NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_COMMAND_OK)
 		goto fail;
 	inserted = atoi(PQcmdTuples(res));
@@ -603,7 +609,8 @@ store_batch(const char *device, const Message *m, ReadingBatch *batch,
 	if (inserted >= 0)
 	{
 		atomic_fetch_add(&state.messages_stored, 1);
-		atomic_fetch_add(&state.readings_stored, (unsigned long long) inserted);
+		atomic_fetch_add(&state.readings_stored,
+						 (unsigned long long) inserted);
 		atomic_fetch_add(&state.duplicates,
 						 (unsigned long long) (batch->count - inserted));
 		log_debug("mqtt", "stored %d of %d readings from device \"%s\"",
@@ -854,7 +861,8 @@ is_redelivery(int msgid, bool dup, const Message *m)
 	if (msgid <= 0 || msgid > 65535)
 		return false;
 	t = &state.taken[msgid];
-	if (dup && t->used && t->hash == hash && t->connection + 1 == state.connection)
+	if (dup && t->used && t->hash == hash &&
+		t->connection + 1 == state.connection)
 		return true;
 	remember_taken(msgid, hash, state.connection);
 	return false;
@@ -875,7 +883,9 @@ spool_taken_ids(void)
 		return;
 	for (int i = 0; i < n; i++)
 	{
-		int			id = state.ring[(state.ring_count - n + i) % TAKEN_RING];
+		int			id;
+
+		id = state.ring[(state.ring_count - (uint64_t) n + i) % TAKEN_RING];
 
 		ids[i].msgid = id;
 		ids[i].hash = state.taken[id].hash;
@@ -1419,8 +1429,8 @@ ingest_stop(void)
 	if (connected)
 	{
 		mqtt_disconnect();
-		for (int i = 0; i < 100 * 5 && !atomic_load(&state.disconnect_done); i++)
-			usleep(10000);
+		for (int i = 0; i < 500 && !atomic_load(&state.disconnect_done); i++)
+			usleep(10000);		/* up to 5 s */
 	}
 
 	pthread_mutex_lock(&state.lock);

@@ -240,7 +240,9 @@ read_digits(const char **p, int n, int *val)
 static int
 days_in_month(int year, int month)
 {
-	static const int days[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+	static const int days[12] = {
+		31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31
+	};
 	bool		leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
 
 	return month == 2 && leap ? 29 : days[month - 1];
@@ -391,7 +393,8 @@ check_device(ReadingBatch *batch, const char *where, json_t *obj,
 					  "%sdevice_id must be a string", where);
 	if (strcmp(json_string_value(v), device) != 0)
 		return reject(batch, REJECT_DEVICE_MISMATCH,
-					  "%sdevice_id differs from the device of the topic", where);
+					  "%sdevice_id differs from the device of the topic",
+					  where);
 	return REJECT_NONE;
 }
 
@@ -414,7 +417,8 @@ parse_timestamp(ReadingBatch *batch, const char *where, json_t *v,
 	{
 		if (!epoch_to_us(json_number_value(v), &r->ts_us))
 			return reject(batch, REJECT_BAD_TIMESTAMP,
-						  "%stimestamp in epoch seconds is out of range", where);
+						  "%stimestamp in epoch seconds is out of range",
+						  where);
 	}
 	else
 		return reject(batch, REJECT_BAD_TIMESTAMP,
@@ -448,7 +452,8 @@ parse_reading(ReadingBatch *batch, const char *where, json_t *obj,
 	r->sensor_type = json_string_value(type);
 
 	if (value == NULL)
-		return reject(batch, REJECT_MISSING_FIELD, "%svalue is missing", where);
+		return reject(batch, REJECT_MISSING_FIELD, "%svalue is missing",
+					  where);
 	if (!json_is_number(value) || !isfinite(json_number_value(value)))
 		return reject(batch, REJECT_INVALID_VALUE,
 					  "%svalue must be a JSON number", where);
@@ -541,7 +546,8 @@ reading_parse_json(const char *payload, size_t len, const char *device,
 					  "a bulk message has no value or sensor_type of its own");
 	if ((rc = check_device(batch, "", root, device)) != REJECT_NONE)
 		return rc;
-	if ((rc = alloc_readings(batch, json_array_size(list), "readings")) != REJECT_NONE)
+	rc = alloc_readings(batch, json_array_size(list), "readings");
+	if (rc != REJECT_NONE)
 		return rc;
 
 	for (size_t i = 0; i < json_array_size(list); i++)
@@ -644,9 +650,11 @@ senml_name(ReadingBatch *batch, const char *where, const SenmlBase *base,
 	size_t		dlen = strlen(device);
 
 	if (n != NULL && !json_is_string(n))
-		return reject(batch, REJECT_INVALID_FIELD, "%sn must be a string", where);
+		return reject(batch, REJECT_INVALID_FIELD, "%sn must be a string",
+					  where);
 	if (strlen(base->name ? base->name : "") + strlen(name) >= sizeof(full))
-		return reject(batch, REJECT_INVALID_FIELD, "%sname is too long", where);
+		return reject(batch, REJECT_INVALID_FIELD, "%sname is too long",
+					  where);
 	snprintf(full, sizeof(full), "%s%s", base->name ? base->name : "", name);
 
 	if (!valid_senml_name(full))
@@ -673,18 +681,21 @@ senml_time(ReadingBatch *batch, const char *where, const SenmlBase *base,
 	double		time;
 
 	if (t != NULL && !json_is_number(t))
-		return reject(batch, REJECT_BAD_TIMESTAMP, "%st must be a number", where);
+		return reject(batch, REJECT_BAD_TIMESTAMP, "%st must be a number",
+					  where);
 	time = base->time + (t ? json_number_value(t) : 0.0);
 
 	r->has_ts = false;
 	if (time == 0.0)
 		return REJECT_NONE;		/* "now": the receive time */
 	if (!isfinite(time) || fabs(time) > MAX_EPOCH_SECONDS)
-		return reject(batch, REJECT_BAD_TIMESTAMP, "%stime is out of range", where);
+		return reject(batch, REJECT_BAD_TIMESTAMP, "%stime is out of range",
+					  where);
 	if (time < SENML_RELATIVE_LIMIT)
 		r->ts_us = now_us + llround(time * 1e6);
 	else if (!epoch_to_us(time, &r->ts_us))
-		return reject(batch, REJECT_BAD_TIMESTAMP, "%stime is out of range", where);
+		return reject(batch, REJECT_BAD_TIMESTAMP, "%stime is out of range",
+					  where);
 	r->has_ts = true;
 	return check_ts_range(batch, where, r->ts_us, now_us);
 }
@@ -709,19 +720,26 @@ senml_record(ReadingBatch *batch, const char *where, SenmlBase *base,
 						  "%sfield \"%.40s\" must be understood and is not "
 						  "supported", where, key);
 	}
-	if ((rc = senml_base(batch, where, rec, base)) != REJECT_NONE ||
-		(rc = senml_name(batch, where, base, rec, device, name)) != REJECT_NONE)
+	rc = senml_base(batch, where, rec, base);
+	if (rc == REJECT_NONE)
+		rc = senml_name(batch, where, base, rec, device, name);
+	if (rc != REJECT_NONE)
 		return rc;
 	r->sensor_type = name;
 
+	/* a string, boolean, data or sum value has a value, of the wrong kind */
 	v = json_object_get(rec, "v");
 	if (v == NULL)
-		return reject(batch, json_object_get(rec, "vs") ||
-					  json_object_get(rec, "vb") || json_object_get(rec, "vd") ||
-					  json_object_get(rec, "s") ?
-					  REJECT_INVALID_VALUE : REJECT_MISSING_FIELD,
+	{
+		bool		other = json_object_get(rec, "vs") ||
+			json_object_get(rec, "vb") || json_object_get(rec, "vd") ||
+			json_object_get(rec, "s");
+
+		return reject(batch,
+					  other ? REJECT_INVALID_VALUE : REJECT_MISSING_FIELD,
 					  "%srecord has no numeric value (\"v\"); only numeric "
 					  "values are stored", where);
+	}
 	if (!json_is_number(v) || !isfinite(base->value + json_number_value(v)))
 		return reject(batch, REJECT_INVALID_VALUE,
 					  "%sv must be a finite number", where);
@@ -729,7 +747,8 @@ senml_record(ReadingBatch *batch, const char *where, SenmlBase *base,
 
 	u = json_object_get(rec, "u");
 	if (u != NULL && !json_is_string(u))
-		return reject(batch, REJECT_INVALID_FIELD, "%su must be a string", where);
+		return reject(batch, REJECT_INVALID_FIELD, "%su must be a string",
+					  where);
 	r->unit = u ? json_string_value(u) : base->unit;
 	if (r->unit && (strlen(r->unit) > READING_MAX_UNIT ||
 					!clean_utf8(r->unit, strlen(r->unit))))

@@ -61,9 +61,10 @@ write_flush(int fd, const char *buf, size_t size)
 int
 spool_open(const char *path)
 {
-	int			fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	int			fd;
 	int			saved;
 
+	fd = open(path, O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -1;
 	if (flock(fd, LOCK_EX | LOCK_NB) != 0)
