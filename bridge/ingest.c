@@ -900,6 +900,8 @@ spool_taken_ids(void)
  * ----------------------------------------------------------------------
  */
 
+static void mqtt_disconnect(void);
+
 /*
  * A message arrived (paho has already acknowledged it, see the top of the
  * file).  It is always taken (return 1): stored, rejected, or held.
@@ -997,12 +999,23 @@ on_connected(void *context, char *cause)
 	MQTTAsync_responseOptions opts = MQTTAsync_responseOptions_initializer;
 	int			qos[2] = {1, 1};
 	int			rc;
+	bool		wanted;
 
 	/* a new connection: what the last one took may come again (DUP) */
 	pthread_mutex_lock(&state.lock);
 	state.connection++;
 	state.ring_count = 0;
+	wanted = state.mqtt_wanted;
 	pthread_mutex_unlock(&state.lock);
+
+	/* an attempt that was under way when the database failed, or at stop */
+	if (!wanted)
+	{
+		log_debug("mqtt", "connected while the broker is not wanted: "
+				  "disconnecting");
+		mqtt_disconnect();
+		return;
+	}
 
 	atomic_store(&state.mqtt_connected, true);
 	atomic_store(&state.subscribed, false);
