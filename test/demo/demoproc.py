@@ -116,6 +116,10 @@ class DemoProcess:
         if skip_install:
             env["LW_DEMO_SKIP_INSTALL"] = "1"
         env.update(env_extra)
+        # Ports given by the caller win over the picked ones.
+        self.http_port = int(env["LW_DEMO_HTTP_PORT"])
+        self.mqtt_port = int(env["LW_DEMO_MQTT_PORT"])
+        self.pg_port = int(env["LW_DEMO_PG_PORT"])
         self.lines = []
         self.cond = threading.Condition()
         self.eof = False

@@ -1,0 +1,106 @@
+"""demo/run stops everything it started, whenever and however it is told.
+
+A signal (Ctrl-C to the whole foreground group, SIGTERM to the demo, both
+as `timeout` sends them, one or several in a row) at several moments of
+start-up and while running must end in one orderly stop: every process
+the demo started gone, the working directory gone, the ports free, exit
+status 0, and no trace of the shell dying of the signal.
+
+Each case starts a demo of its own (LW_DEMO_SKIP_INSTALL=1: the extension
+is installed already by test/run or by test_demo.py) in a private
+LW_DEMO_TMPDIR, so that what it leaves behind can be found by that
+directory even when the demo was stopped before it printed anything.
+"""
+
+import signal
+import time
+
+import pytest
+
+INT, TERM = signal.SIGINT, signal.SIGTERM
+
+
+def assert_stopped_cleanly(demo, status):
+    output = demo.output()
+    assert status == 0, "exit status %r:\n%s" % (status, output)
+    demo.assert_nothing_left()
+    assert output.count("demo: stopping") == 1, output
+    for trace in ("Traceback", "Interrupt", "Terminated", "Killed"):
+        assert trace not in output, output
+
+
+def send(demo, steps):
+    """steps: (delay in seconds, signal, to the whole group?) in order."""
+    for delay, signum, group in steps:
+        time.sleep(delay)
+        demo.signal(signum, group)
+
+
+# Start-up ------------------------------------------------------------------
+
+@pytest.mark.parametrize("line", [
+    r"^demo: building",
+    r"^demo: starting PostgreSQL",
+    r"^demo: starting Mosquitto",
+    r"^demo: starting livewidget-bridge",
+])
+@pytest.mark.parametrize("delay", [0.0, 0.3])
+def test_ctrl_c_at_a_step_of_start_up(start_demo, line, delay):
+    demo = start_demo()
+    demo.wait_line(line)
+    send(demo, [(delay, INT, True)])
+    assert_stopped_cleanly(demo, demo.wait_exit())
+
+
+@pytest.mark.parametrize("delay", [0.2, 0.4, 0.7, 1.1, 1.6, 2.2])
+def test_ctrl_c_some_time_after_start(start_demo, delay):
+    demo = start_demo()
+    send(demo, [(delay, INT, True)])
+    assert_stopped_cleanly(demo, demo.wait_exit())
+
+
+def test_double_ctrl_c_while_postgresql_starts(start_demo):
+    demo = start_demo()
+    demo.wait_line(r"^demo: starting PostgreSQL")
+    send(demo, [(0.1, INT, True), (0.05, INT, True)])
+    assert_stopped_cleanly(demo, demo.wait_exit())
+
+
+def test_signals_of_every_kind_while_the_bridge_starts(start_demo):
+    demo = start_demo()
+    demo.wait_line(r"^demo: starting livewidget-bridge")
+    send(demo, [(0, INT, True), (0.1, TERM, False), (0.1, INT, True),
+                (0.3, TERM, True)])
+    assert_stopped_cleanly(demo, demo.wait_exit())
+
+
+# Running -------------------------------------------------------------------
+
+@pytest.mark.parametrize("steps", [
+    pytest.param([(0, INT, True)], id="ctrl-c"),
+    pytest.param([(0, INT, True), (0.05, INT, True)], id="ctrl-c-twice-50ms"),
+    pytest.param([(0, INT, True), (0.3, INT, True)], id="ctrl-c-twice-300ms"),
+    pytest.param([(0, INT, True), (0.3, INT, True), (0.5, INT, True),
+                  (1.0, INT, True)], id="ctrl-c-four-times"),
+    pytest.param([(0, TERM, False)], id="kill"),
+    # What `timeout` does: SIGTERM to the command, then to its group.
+    pytest.param([(0, TERM, False), (0, TERM, True)], id="timeout"),
+    pytest.param([(0, signal.SIGHUP, True)], id="hang-up"),
+])
+def test_signals_while_running(start_demo, steps):
+    demo = start_demo().wait_started()
+    pids = list(demo.pids.values())
+    send(demo, steps)
+    assert_stopped_cleanly(demo, demo.wait_exit())
+    assert set(pids) <= set(demo.printed_pids())
+
+
+def test_the_next_demo_starts_on_the_same_ports(start_demo):
+    first = start_demo().wait_started()
+    send(first, [(0, TERM, False), (0, TERM, True)])
+    assert_stopped_cleanly(first, first.wait_exit())
+    second = start_demo(LW_DEMO_HTTP_PORT=str(first.http_port),
+                        LW_DEMO_MQTT_PORT=str(first.mqtt_port),
+                        LW_DEMO_PG_PORT=str(first.pg_port)).wait_started()
+    assert second.interrupt() == 0, second.output()
+    second.assert_nothing_left()
