@@ -360,13 +360,14 @@ log_rejection(const char *device, const Message *m, RejectReason reason,
  */
 
 /*
- * Is an error the message's fault?  Data exceptions (22) and constraint
- * violations (23) are, and so is anything a trigger may raise for one
- * row; what says the server or the connection cannot take any message
- * now is not: connection (08), read-only standby (25), serialization or
- * deadlock (40), missing table or privilege (42), resources (53), object
- * state or lock (55), shutdown or timeout (57), system (58), internal
- * (XX).
+ * Is an error transient, rather than the message's fault?  Errors that say
+ * the server or the connection cannot take any message now are: connection
+ * (08), read-only standby (25), serialization or deadlock (40), missing
+ * table or privilege (42), resources (53), object state or lock (55),
+ * shutdown or timeout (57), system (58), configuration file (F0), internal
+ * (XX).  Everything else (data exceptions 22, constraint violations 23,
+ * whatever a trigger raises for a row) is the message's: it is rejected,
+ * not tried again.
  */
 static bool
 error_is_transient(const PGresult *res)
@@ -1158,7 +1159,8 @@ try_recover(bool *logged)
 
 	if (state.conn == NULL && !db_connect(why, sizeof(why)))
 	{
-		if (!*logged)
+		/* once per outage: start_holding() has said it if it began one */
+		if (!*logged && !state.outage)
 			log_error("ingest", "could not connect to the database: %s; "
 					  "MQTT stays disconnected until it answers", why);
 		*logged = true;
