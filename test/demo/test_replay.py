@@ -164,6 +164,24 @@ def test_bad_options_are_refused():
         assert result.returncode == 2 and "error: argument" in result.stderr
 
 
+def test_help_explains_missing_values_daylight_saving_and_limits():
+    """data/README.md sends readers to --help: it must hold the answers."""
+    result = run_replay("--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    assert "top of this file" not in text
+    for words in ("-200 marks a missing measurement and is never published",
+                  "Europe/Rome", "does not exist", "left out, with a warning",
+                  "read as the first of the two, summer time",
+                  "at most %d messages per device" % replay.MAX_IN_FLIGHT,
+                  "connecting gives up after %d seconds" %
+                  replay.CONNECT_TIMEOUT,
+                  "after %d seconds" % replay.ACK_TIMEOUT,
+                  "Exit status: 0 when done; 2 for a bad argument"):
+        assert words in text, "--help does not say: " + words
+    assert "/../" not in text           # the default recording's path
+
+
 def test_loop_shifts_each_pass_past_the_previous_one(tmp_path):
     path = tmp_path / "three.csv"
     path.write_text(HEADER + "".join(
