@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from conftest import BRIDGE_BIN, ROOT, free_port, wait_for
+from lw_servers import BRIDGE_BIN, ROOT, free_port, wait_for
 
 KEYS = ["database", "mqtt_url", "mqtt_topic", "mqtt_senml_topic",
         "mqtt_shared_group", "mqtt_client_id", "mqtt_username",

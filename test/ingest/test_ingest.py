@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import LOG_LINE, MosquittoBroker, wait_for
+from lw_servers import LOG_LINE, MosquittoBroker, wait_for
 
 UTC = datetime.timezone.utc
 
@@ -280,7 +280,7 @@ def test_retained_copy_not_stored_again(pg_cluster, mosquitto,
                                         bridge_factory, device):
     """A retained message is stored when published; the copy the broker
     hands to every new subscription is skipped."""
-    first = bridge_factory()
+    bridge_factory()
     mosquitto.publish_one(topic(device), {"sensor_type": "t", "value": 1},
                           retain=True)
     wait_rows(pg_cluster, device, 1)
@@ -487,8 +487,8 @@ def test_broker_credentials(pg_cluster, bridge_factory, device, tmp_path):
     try:
         good = tmp_path / "good"
         good.write_text("bridge-secret\n")
-        bridge = bridge_factory(mqtt_url=broker.url, mqtt_username="bridge",
-                                mqtt_password_file=str(good))
+        bridge_factory(mqtt_url=broker.url, mqtt_username="bridge",
+                       mqtt_password_file=str(good))
         broker.publish_one(topic(device), {"sensor_type": "t", "value": 1})
         assert wait_rows(pg_cluster, device, 1)[0][1] == 1
 
@@ -553,7 +553,7 @@ def test_spool_keeps_held_messages(pg_cluster, mosquitto, bridge_factory,
     finally:
         pg_cluster.start()
     again = bridge_factory(mqtt_client_id=client_id, spool_file=str(spool))
-    rows = wait_rows(pg_cluster, device, 20, timeout=30)
+    wait_rows(pg_cluster, device, 20, timeout=30)
     time.sleep(0.5)
     assert [r[1] for r in pg_cluster.readings(device)] == list(range(20))
     assert "from spool file" in again.logs()
