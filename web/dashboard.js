@@ -12,9 +12,15 @@ import { listWidgets, subscribeWidget, LivewidgetError } from '/livewidget.js';
 
 const TOKEN_KEY = 'livewidget.token';
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+/* The plot is CHART_W x CHART_H; the time axis labels sit below it. */
 const CHART_W = 300;
 const CHART_H = 120;
 const CHART_PAD = 6;
+const AXIS_TICK = 5;
+const AXIS_LABEL_Y = 132;
+/* Below this span the axis labels show seconds too. */
+const SECONDS_SPAN_MS = 2 * 60 * 1000;
+const SVG_NS = 'http://www.w3.org/2000/svg';
 /* Retry of the widget list while the server answers 503 or is down. */
 const LIST_RETRY_MS = 3000;
 
@@ -118,12 +124,16 @@ function formatTime(sample) {
 
 /* ---- cards -------------------------------------------------------------- */
 
+/*
+ * The widget is what the dashboard's author named (o3_response); which
+ * device and sensor feed it (aq-multisensor · pt08_s5_o3) comes second.
+ */
 function makeCard(widget) {
   const card = $('card-template').content.firstElementChild.cloneNode(true);
   card.dataset.widgetId = widget.widget_id;
-  card.querySelector('.sensor').textContent = widget.sensor_type;
-  card.querySelector('.device').textContent =
-    widget.device_id + ' · widget ' + widget.widget_id;
+  card.querySelector('.widget-id').textContent = widget.widget_id;
+  card.querySelector('.source').textContent =
+    widget.device_id + ' · ' + widget.sensor_type;
   return card;
 }
 
@@ -163,9 +173,11 @@ function drawChart(svg, samples) {
   svg.dataset.newest = samples.length ? samples[samples.length - 1].timestamp : '';
   const line = svg.querySelector('.line');
   const dot = svg.querySelector('.last');
+  const axis = svg.querySelector('.axis');
   if (samples.length === 0) {
     line.setAttribute('points', '');
     dot.setAttribute('cx', '-10');
+    axis.replaceChildren();
     return;
   }
   const t0 = samples[0].time;
@@ -183,6 +195,57 @@ function drawChart(svg, samples) {
   dot.setAttribute('cx', end[0]);
   dot.setAttribute('cy', end[1]);
   drawGrid(svg.querySelector('.grid'));
+  drawAxis(axis, samples, Number(end[0]));
+}
+
+/*
+ * Time labels under the chart, in the viewer's time zone and locale: the
+ * first sample's time at the left end, the last one's at the right end.
+ * When the whole span lies within one local day the date is left out, and
+ * the labels are short enough for a third one, the time halfway, in the
+ * middle (x is time, so the middle of the axis is the middle of the
+ * span).  A single instant gets one label, under its point.
+ */
+function drawAxis(group, samples, lastX) {
+  const first = samples[0];
+  const last = samples[samples.length - 1];
+  const span = last.time - first.time;
+  const withDate = new Date(first.time).toDateString() !==
+    new Date(last.time).toDateString();
+  let ticks = [{ time: last.time, iso: last.timestamp, x: lastX, where: 'end' }];
+  if (span > 0) {
+    ticks = [
+      { time: first.time, iso: first.timestamp, x: CHART_PAD, where: 'start' },
+      { time: last.time, iso: last.timestamp, x: CHART_W - CHART_PAD, where: 'end' },
+    ];
+    if (!withDate) {
+      ticks.splice(1, 0, { time: first.time + span / 2, x: CHART_W / 2, where: 'middle' });
+    }
+  }
+  group.replaceChildren(...ticks.flatMap((t) => axisTick(t, withDate, span)));
+}
+
+function axisTick(tick, withDate, span) {
+  const date = new Date(tick.time);
+  const mark = document.createElementNS(SVG_NS, 'line');
+  mark.setAttribute('x1', String(tick.x));
+  mark.setAttribute('x2', String(tick.x));
+  mark.setAttribute('y1', String(CHART_H - CHART_PAD));
+  mark.setAttribute('y2', String(CHART_H - CHART_PAD + AXIS_TICK));
+  const label = document.createElementNS(SVG_NS, 'text');
+  label.classList.add(tick.where);
+  label.setAttribute('x', String(tick.x));
+  label.setAttribute('y', String(AXIS_LABEL_Y));
+  label.dataset.time = tick.iso || date.toISOString();
+  label.textContent = date.toLocaleString(undefined, {
+    ...(withDate ? { day: 'numeric', month: 'short' } : {}),
+    hour: '2-digit', minute: '2-digit',
+    ...(span < SECONDS_SPAN_MS ? { second: '2-digit' } : {}),
+  });
+  const full = document.createElementNS(SVG_NS, 'title');
+  full.textContent = formatTime({ timestamp: label.dataset.time });
+  label.appendChild(full);
+  return [mark, label];
 }
 
 function drawGrid(group) {
