@@ -296,6 +296,9 @@ static const char *const query_sql[] = {
 	[DBQ_WIDGET_DASHBOARD] =
 	"SELECT dashboard_uuid::text FROM livewidget.tracked_variable"
 	" WHERE widget_id = $1",
+	[DBQ_WIDGET_RECHECK] =
+	"SELECT dashboard_uuid::text FROM livewidget.tracked_variable"
+	" WHERE widget_id = $1",
 	[DBQ_SAMPLES_JSON] =
 	"SELECT livewidget.samples_json($1::uuid, $2)::text",
 	[DBQ_SAMPLES_AFTER] =
@@ -319,6 +322,7 @@ static const char *const query_name[] = {
 	[DBQ_SAMPLES_AFTER] = "samples after",
 	[DBQ_WIDGETS_LIST] = "widgets list",
 	[DBQ_LAST_SEQ] = "last seq",
+	[DBQ_WIDGET_RECHECK] = "widget recheck",
 };
 
 static void

@@ -33,7 +33,8 @@ typedef enum DbQuery
 	DBQ_SAMPLES_JSON,			/* arg0: dashboard, arg1: widget -> array */
 	DBQ_SAMPLES_AFTER,			/* arg0: widget, arg1: seq -> object */
 	DBQ_WIDGETS_LIST,			/* arg0: dashboard -> array */
-	DBQ_LAST_SEQ				/* arg0: widget -> newest buffered seq */
+	DBQ_LAST_SEQ,				/* arg0: widget -> newest buffered seq */
+	DBQ_WIDGET_RECHECK			/* as DBQ_WIDGET_DASHBOARD, for a Widget */
 } DbQuery;
 
 typedef enum DbStatus

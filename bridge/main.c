@@ -98,10 +98,13 @@ install_handlers(const sigset_t *set)
  */
 static struct lws_context *context;
 static lws_sorted_usec_list_t tick;
+static int	ticks;
 
 static void
 on_tick(lws_sorted_usec_list_t *sul)
 {
+	if (++ticks % (WS_RECHECK_SECONDS * 4) == 0)
+		ws_recheck_all();
 	lws_sul_schedule(context, 0, sul, on_tick, 250 * LWS_US_PER_MS);
 }
 

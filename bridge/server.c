@@ -107,6 +107,12 @@ handle_db_event(const DbEvent *ev, void *arg)
 	switch (ev->kind)
 	{
 		case DBE_DONE:
+			if (req->query == DBQ_WIDGET_RECHECK)
+			{
+				ws_recheck_done(req);
+				listen_request_free(req);
+				break;
+			}
 			s = req->owner;
 			if (s != NULL)
 			{

@@ -30,6 +30,7 @@
 
 #define WIDGET_ID_MAX	56		/* ^[A-Za-z0-9_-]{1,56}$, as in the database */
 #define WS_QUEUE_MAX	2000	/* frames queued for one slow viewer */
+#define WS_RECHECK_SECONDS 30	/* how often viewers' grants are checked again */
 #define WS_PROTOCOL_HEADER_MAX 127	/* lws's own limit, terminator included */
 
 typedef struct Frame
@@ -121,6 +122,8 @@ extern void ws_closed(Session *s);
 extern void ws_notify(const char *widget_id, const char *payload);
 extern void ws_reconnected(void);
 extern void ws_stop(Session *s);
+extern void ws_recheck_all(void);
+extern void ws_recheck_done(DbRequest *req);
 extern int	ws_count(void);
 
 /* server.c */

@@ -41,6 +41,7 @@ typedef struct Widget
 	struct Widget *next;		/* bucket chain */
 	char		id[WIDGET_ID_MAX + 1];
 	Session    *subscribers;
+	DbRequest  *recheck;		/* a recheck in flight, or NULL */
 } Widget;
 
 static Widget *widgets[WIDGET_BUCKETS];
@@ -241,6 +242,8 @@ widget_unsubscribe(Session *s)
 		if (req != NULL)
 			listen_submit(req);
 	}
+	if (w->recheck != NULL)
+		w->recheck->owner = NULL;
 	free(w);
 }
 
@@ -701,6 +704,53 @@ ws_reconnected(void)
 				if (s->pending == NULL &&
 					(s->state == WS_LIVE || s->state == WS_CATCHING_UP))
 					catch_up(s);
+}
+
+/*
+ * A viewer's right to a widget was checked when it connected; the widget
+ * may since have moved to another dashboard or been untracked.  Every
+ * WS_RECHECK_SECONDS each subscribed widget is looked up again and the
+ * viewers it no longer may serve are closed, as a new connection would be.
+ */
+void
+ws_recheck_all(void)
+{
+	int			b;
+	Widget	   *w;
+
+	for (b = 0; b < WIDGET_BUCKETS; b++)
+	{
+		for (w = widgets[b]; w != NULL; w = w->next)
+		{
+			if (w->recheck != NULL)
+				continue;
+			w->recheck = listen_request(DBQ_WIDGET_RECHECK, w->id, NULL, w);
+			if (w->recheck != NULL)
+				listen_submit(w->recheck);
+		}
+	}
+}
+
+void
+ws_recheck_done(DbRequest *req)
+{
+	Widget	   *w = req->owner;
+	Session    *s;
+
+	if (w == NULL)
+		return;
+	w->recheck = NULL;
+
+	/* An unanswered recheck changes nothing: the next one will tell. */
+	if (req->status != DBS_OK)
+		return;
+	for (s = w->subscribers; s != NULL; s = s->next_subscriber)
+	{
+		if (req->value == NULL)
+			refuse(s, 4404, "widget no longer tracked");
+		else if (!grant_allows(&s->grant, req->value))
+			refuse(s, 4403, "dashboard not granted");
+	}
 }
 
 /* Shutting down: the viewer is told with 1001. */

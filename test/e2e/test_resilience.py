@@ -149,3 +149,22 @@ def test_second_stop_signal_exits_at_once(start_bridge, pg, broker, widget):
         assert time.monotonic() - started < 1.0
     finally:
         pg.start()
+
+
+def test_viewers_lose_a_widget_that_moves_or_goes(start_bridge, pg, widget,
+                                                  make_token):
+    """Grants are checked again every 30 s, not only at connect."""
+    bridge = start_bridge()
+    other = dict(widget, widget=widget["widget"] + "-b")
+    pg.sql("SELECT livewidget.track(%s, %s, %s, %s)",
+           (other["device"], other["sensor"], other["widget"],
+            other["dashboard"]))
+    token = make_token([widget["dashboard"]])
+    with Viewer(ws_url(bridge, widget), token, after=0) as moved, \
+            Viewer(ws_url(bridge, other), token, after=0) as gone:
+        moved.run(0.5)
+        pg.sql("SELECT livewidget.track(%s, %s, %s, gen_random_uuid())",
+               (widget["device"], widget["sensor"], widget["widget"]))
+        pg.sql("SELECT livewidget.untrack(%s)", (other["widget"],))
+        assert moved.wait_closed(timeout=45)[0] == 4403
+        assert gone.wait_closed(timeout=5)[0] == 4404
