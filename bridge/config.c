@@ -42,9 +42,10 @@
 #endif
 
 /*
- * Where static files are served from when web_root is not set: "web" in
- * the current directory (the source tree's layout).  An installation can
- * compile in its own path with -DLW_WEB_ROOT='"/usr/local/share/..."'.
+ * Where static files are served from when web_root is not set: the
+ * Makefile compiles in the directory "make install" fills
+ * (-DLW_WEB_ROOT='"$(PREFIX)/share/livewidget/web"'); a build without it
+ * serves "web" in the current directory, the source tree's layout.
  */
 #ifndef LW_WEB_ROOT
 #define LW_WEB_ROOT "web"
