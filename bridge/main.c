@@ -152,30 +152,33 @@ main(int argc, char **argv)
 	memset(&cfg, 0, sizeof(cfg));
 	rc = config_load(&cfg, argc, argv);
 	if (rc != 0)
+	{
+		config_free(&cfg);
 		return rc > 0 ? 0 : 2;
+	}
 	log_set_level(cfg.log_level);
 	block_signals(&handled);
 
+	rc = 1;
 	if (auth_init(&cfg) != 0 || (context = server_create(&cfg)) == NULL)
-		return 1;
+		goto cleanup;
 	if (listen_start(cfg.database, context) != 0 || ingest_start(&cfg) != 0)
-	{
-		lws_context_destroy(context);
-		listen_stop();
-		return 1;
-	}
+		goto cleanup;
 	install_handlers(&handled);
 	lws_sul_schedule(context, 0, &tick, on_tick, 250 * LWS_US_PER_MS);
 	log_info("main", "livewidget-bridge %s started", LW_VERSION);
 
 	run_loop(&cfg, argc, argv);
 	drain();
-
 	lws_sul_cancel(&tick);
-	lws_context_destroy(context);
+	log_info("main", "stopped");
+	rc = 0;
+
+cleanup:
+	if (context != NULL)
+		lws_context_destroy(context);
 	listen_stop();
 	auth_shutdown();
 	config_free(&cfg);
-	log_info("main", "stopped");
-	return 0;
+	return rc;
 }
