@@ -33,6 +33,11 @@ def run(args, env=None, timeout=10):
 
 
 @pytest.fixture
+def jwt_secret_file(jwt_secret):
+    return jwt_secret["path"]
+
+
+@pytest.fixture
 def secret(jwt_secret_file):
     return "--jwt_secret_file=%s" % jwt_secret_file
 
@@ -181,32 +186,32 @@ def test_topics_must_differ(secret):
     assert status == 2 and "must differ" in err
 
 
-def test_precedence_option_env_file(tmp_path, bridge_factory):
+def test_precedence_option_env_file(tmp_path, start_bridge):
     """listen from the file, overridden by the environment, overridden by
     the option: the bridge answers where the winner says."""
     ports = [free_port() for _ in range(3)]
     conf = tmp_path / "bridge.conf"
     conf.write_text('listen = "127.0.0.1:%d"   # from the file\n' % ports[0])
 
-    only_file = bridge_factory(listen=None, config_text=conf.read_text(),
+    only_file = start_bridge(listen=None, config_text=conf.read_text(),
                                wait=False)
     only_file.port = ports[0]
     only_file.wait_ready()
     only_file.stop()
 
     env = {"LIVEWIDGET_LISTEN": "127.0.0.1:%d" % ports[1]}
-    with_env = bridge_factory(listen=None, env=env, wait=False,
+    with_env = start_bridge(listen=None, env=env, wait=False,
                               config_text=conf.read_text())
     with_env.port = ports[1]
     with_env.wait_ready()
     with_env.stop()
 
-    with_option = bridge_factory(listen="127.0.0.1:%d" % ports[2], env=env,
+    with_option = start_bridge(listen="127.0.0.1:%d" % ports[2], env=env,
                                  config_text=conf.read_text())
     assert with_option.get("/healthz")[0] == 200
 
 
-def test_file_forms(tmp_path, bridge_factory, pg_cluster, mosquitto):
+def test_file_forms(tmp_path, start_bridge, pg, broker):
     """Quotes, comments, dashes for underscores, "--key value", an empty
     value for a key without default."""
     port = free_port()
@@ -215,38 +220,38 @@ def test_file_forms(tmp_path, bridge_factory, pg_cluster, mosquitto):
             "mqtt-url = %s\n"
             "mqtt_username =\n"
             "log_level = 'debug'\n"
-            "database = \"%s\"\n" % (port, mosquitto.url, pg_cluster.conninfo))
-    bridge = bridge_factory(listen=None, mqtt_url=None, database=None,
+            "database = \"%s\"\n" % (port, broker.url, pg.conninfo))
+    bridge = start_bridge(listen=None, mqtt_url=None, database=None,
                             log_level=None, config_text=text, wait=False)
     bridge.port = port
     bridge.wait_ready()
     assert "DEBUG:" in bridge.logs()
 
 
-def test_example_file_is_valid(bridge_factory, pg_cluster, mosquitto):
+def test_example_file_is_valid(start_bridge, pg, broker):
     example = (ROOT / "bridge" / "livewidget-bridge.conf.example").read_text()
     port = free_port()
-    bridge = bridge_factory(
+    bridge = start_bridge(
         listen=None, log_level=None, web_root=None, mqtt_url=None,
         database=None, config_text=example, wait=False,
         env={"LIVEWIDGET_LISTEN": "127.0.0.1:%d" % port,
-             "LIVEWIDGET_MQTT_URL": mosquitto.url,
-             "LIVEWIDGET_DATABASE": pg_cluster.conninfo})
+             "LIVEWIDGET_MQTT_URL": broker.url,
+             "LIVEWIDGET_DATABASE": pg.conninfo})
     bridge.port = port
     bridge.wait_ready()
 
 
-def test_unknown_environment_variable_warns(bridge_factory):
-    bridge = bridge_factory(env={"LIVEWIDGET_LISTN": "127.0.0.1:1"})
+def test_unknown_environment_variable_warns(start_bridge):
+    bridge = start_bridge(env={"LIVEWIDGET_LISTN": "127.0.0.1:1"})
     assert ("ignoring environment variable LIVEWIDGET_LISTN, which names "
             "no configuration key") in bridge.logs()
 
 
-def test_sighup_applies_log_level(tmp_path, bridge_factory, device,
-                                  mosquitto, pg_cluster):
+def test_sighup_applies_log_level(tmp_path, start_bridge, device,
+                                  broker, pg):
     conf = tmp_path / "bridge.conf"
     conf.write_text("log_level = debug\n")
-    bridge = bridge_factory(log_level=None, config_text=conf.read_text())
+    bridge = start_bridge(log_level=None, config_text=conf.read_text())
     path = bridge.dir / "bridge.conf"
     path.write_text("log_level = warning\nmqtt_topic = other/+/t\n")
     bridge.proc.send_signal(signal.SIGHUP)
@@ -255,7 +260,7 @@ def test_sighup_applies_log_level(tmp_path, bridge_factory, device,
     assert '"mqtt_topic" changed; restart the bridge to apply it' \
         in bridge.logs()
     size = len(bridge.logs())
-    mosquitto.publish_one("devices/%s/telemetry" % device,
+    broker.publish("devices/%s/telemetry" % device,
                           {"sensor_type": "t", "value": 1})
-    wait_for(lambda: pg_cluster.count(device) == 1, what="the reading")
+    wait_for(lambda: pg.count(device) == 1, what="the reading")
     assert "DEBUG:" not in bridge.logs()[size:]

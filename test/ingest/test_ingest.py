@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from lw_servers import LOG_LINE, MosquittoBroker, wait_for
+from lw_servers import LOG_LINE, Mosquitto, wait_for
 
 UTC = datetime.timezone.utc
 
@@ -29,8 +29,8 @@ def ts(text):
 
 
 @pytest.fixture
-def bridge(bridge_factory):
-    return bridge_factory()
+def bridge(start_bridge):
+    return start_bridge()
 
 
 def wait_rows(pg, device, n, timeout=15.0):
@@ -44,85 +44,85 @@ def wait_rejected(bridge, reason, before, timeout=15.0):
              what="a rejection for %s" % reason)
 
 
-def reject_case(pg, mosquitto, bridge, device, payload, reason,
+def reject_case(pg, broker, bridge, device, payload, reason,
                 kind="telemetry"):
     """Publish payload, expect it rejected for reason, then prove the next
     good message of the device is stored."""
     before = bridge.rejected(reason)
-    mosquitto.publish_one(topic(device, kind), payload)
+    broker.publish(topic(device, kind), payload)
     wait_rejected(bridge, reason, before)
-    mosquitto.publish_one(topic(device), {"sensor_type": "ok", "value": 1})
+    broker.publish(topic(device), {"sensor_type": "ok", "value": 1})
     rows = wait_rows(pg, device, 1)
     assert [r[0] for r in rows] == ["ok"], rows
 
 
-def test_single_reading(pg_cluster, mosquitto, bridge, device):
-    mosquitto.publish_one(topic(device), {
+def test_single_reading(pg, broker, bridge, device):
+    broker.publish(topic(device), {
         "device_id": device, "sensor_type": "temperature", "value": 24.8,
         "unit": "°C", "timestamp": "2025-07-09T09:15:02.25+02:00"})
-    rows = wait_rows(pg_cluster, device, 1)
+    rows = wait_rows(pg, device, 1)
     assert rows == [("temperature", 24.8, "°C",
                      ts("2025-07-09T07:15:02.250Z"))]
 
 
-def test_device_from_topic_and_defaults(pg_cluster, mosquitto, bridge,
+def test_device_from_topic_and_defaults(pg, broker, bridge,
                                         device):
     """No device_id, unit or timestamp: the topic names the device, the
     unit is null and ts is the receive time."""
     before = datetime.datetime.now(UTC)
-    mosquitto.publish_one(topic(device), {"sensor_type": "rh", "value": 41})
-    rows = wait_rows(pg_cluster, device, 1)
+    broker.publish(topic(device), {"sensor_type": "rh", "value": 41})
+    rows = wait_rows(pg, device, 1)
     after = datetime.datetime.now(UTC)
     assert rows[0][:3] == ("rh", 41.0, None)
     assert before - datetime.timedelta(seconds=1) <= rows[0][3] <= after
 
 
-def test_epoch_timestamp(pg_cluster, mosquitto, bridge, device):
-    mosquitto.publish_one(topic(device), {
+def test_epoch_timestamp(pg, broker, bridge, device):
+    broker.publish(topic(device), {
         "sensor_type": "t", "value": -0.5, "timestamp": 1752045302.125})
-    rows = wait_rows(pg_cluster, device, 1)
+    rows = wait_rows(pg, device, 1)
     assert rows[0][3] == ts("2025-07-09T07:15:02.125Z")
 
 
-def test_bulk_keeps_message_order(pg_cluster, mosquitto, bridge, device):
+def test_bulk_keeps_message_order(pg, broker, bridge, device):
     readings = [{"sensor_type": "s%d" % (i % 3), "value": 100 - i}
                 for i in range(60)]
-    mosquitto.publish_one(topic(device),
+    broker.publish(topic(device),
                           {"device_id": device, "readings": readings})
-    rows = wait_rows(pg_cluster, device, 60)
+    rows = wait_rows(pg, device, 60)
     assert [(r[0], r[1]) for r in rows] == \
         [(r["sensor_type"], r["value"]) for r in readings]
 
 
-def test_messages_stored_in_publish_order(pg_cluster, mosquitto, bridge,
+def test_messages_stored_in_publish_order(pg, broker, bridge,
                                           device):
-    mosquitto.publish([(topic(device), {"sensor_type": "n", "value": i})
-                       for i in range(200)])
-    rows = wait_rows(pg_cluster, device, 200)
+    broker.publish_all([(topic(device), {"sensor_type": "n", "value": i})
+                           for i in range(200)])
+    rows = wait_rows(pg, device, 200)
     assert [r[1] for r in rows] == list(range(200))
 
 
-def test_bulk_is_all_or_nothing(pg_cluster, mosquitto, bridge, device):
+def test_bulk_is_all_or_nothing(pg, broker, bridge, device):
     """One bad reading rejects the whole bulk."""
-    reject_case(pg_cluster, mosquitto, bridge, device, {"readings": [
+    reject_case(pg, broker, bridge, device, {"readings": [
         {"sensor_type": "a", "value": 1},
         {"sensor_type": "a", "value": "2"}]}, "invalid_value")
 
 
-def test_device_mismatch_rejected(pg_cluster, mosquitto, bridge, device):
-    reject_case(pg_cluster, mosquitto, bridge, device, {
+def test_device_mismatch_rejected(pg, broker, bridge, device):
+    reject_case(pg, broker, bridge, device, {
         "device_id": "someone-else", "sensor_type": "t", "value": 1},
         "device_mismatch")
-    assert pg_cluster.count("someone-else") == 0
+    assert pg.count("someone-else") == 0
 
 
-def test_malformed_json_logged_then_next_stored(pg_cluster, mosquitto,
+def test_malformed_json_logged_then_next_stored(pg, broker,
                                                 bridge, device):
     """The rejection is one log line naming device, topic and reason; the
     payload is quoted escaped, so a newline in it cannot forge a line."""
     forged = ("not json\n2026-01-01 00:00:00.000 UTC [1] LOG:  main: "
               "forged\n" + "x" * 500)
-    reject_case(pg_cluster, mosquitto, bridge, device, forged,
+    reject_case(pg, broker, bridge, device, forged,
                 "malformed_json")
     lines = [line for line in bridge.logs().splitlines()
              if "rejected message" in line and device in line]
@@ -140,9 +140,9 @@ def test_malformed_json_logged_then_next_stored(pg_cluster, mosquitto,
 
 
 @pytest.mark.parametrize("value", ['"24.8"', "true", "null", "[1]", "{}"])
-def test_non_numeric_value_rejected(pg_cluster, mosquitto, bridge, device,
+def test_non_numeric_value_rejected(pg, broker, bridge, device,
                                     value):
-    reject_case(pg_cluster, mosquitto, bridge, device,
+    reject_case(pg, broker, bridge, device,
                 '{"sensor_type":"t","value":%s}' % value, "invalid_value")
 
 
@@ -159,9 +159,9 @@ def test_non_numeric_value_rejected(pg_cluster, mosquitto, bridge, device,
     ('{"sensor_type":"t","value":1,"value":2}', "malformed_json"),
     ('{"sensor_type":"t","value":1e999}', "malformed_json"),
 ])
-def test_invalid_message_rejected(pg_cluster, mosquitto, bridge, device,
+def test_invalid_message_rejected(pg, broker, bridge, device,
                                   payload, reason):
-    reject_case(pg_cluster, mosquitto, bridge, device, payload, reason)
+    reject_case(pg, broker, bridge, device, payload, reason)
 
 
 @pytest.mark.parametrize("stamp", [
@@ -176,42 +176,42 @@ def test_invalid_message_rejected(pg_cluster, mosquitto, bridge, device,
     True,
     "2999-01-01T00:00:00Z",            # more than a day ahead
 ])
-def test_bad_timestamp_rejected(pg_cluster, mosquitto, bridge, device, stamp):
-    reject_case(pg_cluster, mosquitto, bridge, device,
+def test_bad_timestamp_rejected(pg, broker, bridge, device, stamp):
+    reject_case(pg, broker, bridge, device,
                 {"sensor_type": "t", "value": 1, "timestamp": stamp},
                 "bad_timestamp")
 
 
-def test_too_large_rejected(pg_cluster, mosquitto, bridge, device):
+def test_too_large_rejected(pg, broker, bridge, device):
     """Over 1 MiB of payload, or over 10,000 readings: rejected whole."""
     big = json.dumps({"sensor_type": "t", "value": 1, "pad": "x" * (1 << 20)})
-    reject_case(pg_cluster, mosquitto, bridge, device, big, "too_large")
+    reject_case(pg, broker, bridge, device, big, "too_large")
     many = {"readings": [{"sensor_type": "t", "value": i}
                          for i in range(10001)]}
     before = bridge.rejected("too_large")
-    mosquitto.publish_one(topic(device), many)
+    broker.publish(topic(device), many)
     wait_rejected(bridge, "too_large", before)
-    assert pg_cluster.count(device) == 1        # the "ok" of reject_case
+    assert pg.count(device) == 1        # the "ok" of reject_case
 
 
-def test_largest_bulk_accepted(pg_cluster, mosquitto, bridge, device):
+def test_largest_bulk_accepted(pg, broker, bridge, device):
     readings = [{"sensor_type": "t", "value": i, "unit": "°C",
                  "timestamp": 1752045302 + i} for i in range(10000)]
-    mosquitto.publish_one(topic(device), {"readings": readings})
-    rows = wait_rows(pg_cluster, device, 10000, timeout=30)
+    broker.publish(topic(device), {"readings": readings})
+    rows = wait_rows(pg, device, 10000, timeout=30)
     assert len(rows) == 10000 and rows[-1][1] == 9999
 
 
-def test_bad_topic_rejected(pg_cluster, mosquitto, bridge, device):
+def test_bad_topic_rejected(pg, broker, bridge, device):
     """A device id longer than 128 bytes cannot be stored."""
     long_id = "d" * 129
     before = bridge.rejected("bad_topic")
-    mosquitto.publish_one(topic(long_id), {"sensor_type": "t", "value": 1})
+    broker.publish(topic(long_id), {"sensor_type": "t", "value": 1})
     wait_rejected(bridge, "bad_topic", before)
-    assert pg_cluster.count(long_id) == 0
+    assert pg.count(long_id) == 0
 
 
-def test_redelivery_is_not_stored_twice(pg_cluster, mosquitto, bridge,
+def test_redelivery_is_not_stored_twice(pg, broker, bridge,
                                         device):
     """The same readings with device timestamps, delivered twice (QoS 1 is
     at least once), are stored once; within a message the first repeat
@@ -222,86 +222,87 @@ def test_redelivery_is_not_stored_twice(pg_cluster, mosquitto, bridge,
         {"sensor_type": "t", "value": 3, "timestamp": "2025-07-09T07:15:02Z"},
         {"sensor_type": "t", "value": 4, "timestamp": 1752045302.5}]}
     dup_before = bridge.metric("livewidget_ingest_readings_duplicate_total")
-    mosquitto.publish([(topic(device), message), (topic(device), message)])
-    wait_for(lambda: bridge.metric("livewidget_ingest_readings_duplicate_total")
-             >= dup_before + 5, what="the duplicates to be counted")
-    rows = pg_cluster.readings(device)
+    broker.publish_all([(topic(device), message), (topic(device), message)])
+    wait_for(lambda: bridge.metric(
+        "livewidget_ingest_readings_duplicate_total") >= dup_before + 5,
+        what="the duplicates to be counted")
+    rows = pg.readings(device)
     assert [(r[0], r[1]) for r in rows] == [("t", 1), ("h", 2), ("t", 4)]
 
 
-def test_readings_without_timestamp_all_kept(pg_cluster, mosquitto, bridge,
+def test_readings_without_timestamp_all_kept(pg, broker, bridge,
                                              device):
     message = {"readings": [{"sensor_type": "t", "value": 7}] * 5}
-    mosquitto.publish([(topic(device), message), (topic(device), message)])
-    rows = wait_rows(pg_cluster, device, 10)
+    broker.publish_all([(topic(device), message), (topic(device), message)])
+    rows = wait_rows(pg, device, 10)
     assert len(rows) == 10 and all(r[1] == 7 for r in rows)
 
 
-def test_database_refusal_rejects_not_retries(pg_cluster, mosquitto, bridge,
+def test_database_refusal_rejects_not_retries(pg, broker, bridge,
                                               device):
     """A message the database refuses for its content (a CHECK constraint
     here) is rejected once, not retried; the next one is stored."""
     name = "only_small_" + device.replace("-", "_")
-    pg_cluster.query("ALTER TABLE livewidget.sensor_data ADD CONSTRAINT %s "
+    pg.sql("ALTER TABLE livewidget.sensor_data ADD CONSTRAINT %s "
                      "CHECK (device_id <> '%s' OR value < 100) NOT VALID"
                      % (name, device))
     try:
-        reject_case(pg_cluster, mosquitto, bridge, device,
+        reject_case(pg, broker, bridge, device,
                     {"sensor_type": "t", "value": 1000},
                     "rejected_by_database")
         assert bridge.metric("livewidget_ingest_messages_held") == 0
     finally:
-        pg_cluster.query("ALTER TABLE livewidget.sensor_data "
+        pg.sql("ALTER TABLE livewidget.sensor_data "
                          "DROP CONSTRAINT %s" % name)
 
 
-def test_senml_pack(pg_cluster, mosquitto, bridge, device):
+def test_senml_pack(pg, broker, bridge, device):
     pack = [{"bn": device + "/", "bt": 1752045300, "bu": "Cel",
              "n": "temperature", "v": 23.5},
             {"n": "temperature", "t": 1, "v": 23.75},
             {"n": "humidity", "u": "%RH", "t": 1, "v": 41}]
-    mosquitto.publish_one(topic(device, "senml"), pack)
-    rows = wait_rows(pg_cluster, device, 3)
+    broker.publish(topic(device, "senml"), pack)
+    rows = wait_rows(pg, device, 3)
     assert rows == [
         ("temperature", 23.5, "Cel", ts("2025-07-09T07:15:00Z")),
         ("temperature", 23.75, "Cel", ts("2025-07-09T07:15:01Z")),
         ("humidity", 41.0, "%RH", ts("2025-07-09T07:15:01Z"))]
 
 
-def test_senml_without_numeric_value_rejected(pg_cluster, mosquitto, bridge,
+def test_senml_without_numeric_value_rejected(pg, broker, bridge,
                                               device):
-    reject_case(pg_cluster, mosquitto, bridge, device,
+    reject_case(pg, broker, bridge, device,
                 [{"n": "temperature", "v": 1}, {"n": "door", "vb": True}],
                 "invalid_value", kind="senml")
     assert "only numeric values are stored" in bridge.logs()
 
 
-def test_retained_copy_not_stored_again(pg_cluster, mosquitto,
-                                        bridge_factory, device):
+def test_retained_copy_not_stored_again(pg, broker,
+                                        start_bridge, device):
     """A retained message is stored when published; the copy the broker
     hands to every new subscription is skipped."""
-    bridge_factory()
-    mosquitto.publish_one(topic(device), {"sensor_type": "t", "value": 1},
+    start_bridge()
+    broker.publish(topic(device), {"sensor_type": "t", "value": 1},
                           retain=True)
-    wait_rows(pg_cluster, device, 1)
+    wait_rows(pg, device, 1)
     try:
-        second = bridge_factory()
+        second = start_bridge()
         wait_for(lambda: second.metric(
             "livewidget_ingest_retained_skipped_total") >= 1,
             what="the retained copy to be skipped")
-        assert pg_cluster.count(device) == 1
+        assert pg.count(device) == 1
     finally:
-        mosquitto.publish_one(topic(device), "", retain=True)   # clear it
+        broker.publish(topic(device), "", retain=True)   # clear it
 
 
-def test_shared_subscription(pg_cluster, mosquitto, bridge_factory, device):
-    bridge = bridge_factory(mqtt_shared_group="lw-test")
+def test_shared_subscription(pg, broker, start_bridge, device):
+    bridge = start_bridge(mqtt_shared_group="lw-test")
     assert '"$share/lw-test/devices/+/telemetry"' in bridge.logs()
-    mosquitto.publish_one(topic(device), {"sensor_type": "t", "value": 5})
-    assert wait_rows(pg_cluster, device, 1)[0][1] == 5
+    broker.publish(topic(device), {"sensor_type": "t", "value": 5})
+    assert wait_rows(pg, device, 1)[0][1] == 5
 
 
-def test_metrics_and_readiness(pg_cluster, mosquitto, bridge, device):
+def test_metrics_and_readiness(pg, broker, bridge, device):
     m = bridge.metrics()
     assert m["livewidget_ingest_mqtt_connected"] == 1
     assert m["livewidget_ingest_ready"] == 1
@@ -312,32 +313,32 @@ def test_metrics_and_readiness(pg_cluster, mosquitto, bridge, device):
             % reason in m
     received = m["livewidget_ingest_messages_received_total"]
     stored = m["livewidget_ingest_readings_stored_total"]
-    mosquitto.publish_one(topic(device), {"readings": [
+    broker.publish(topic(device), {"readings": [
         {"sensor_type": "a", "value": 1}, {"sensor_type": "b", "value": 2}]})
-    wait_rows(pg_cluster, device, 2)
+    wait_rows(pg, device, 2)
     m = bridge.metrics()
     assert m["livewidget_ingest_messages_received_total"] == received + 1
     assert m["livewidget_ingest_readings_stored_total"] == stored + 2
 
 
-def test_database_restart(pg_cluster, mosquitto, bridge_factory, device):
+def test_database_restart(pg, broker, start_bridge, device):
     """Messages published while PostgreSQL is down are stored once it is
     back, in order, and the bridge is not ready meanwhile."""
-    bridge = bridge_factory()
-    mosquitto.publish_one(topic(device), {"sensor_type": "n", "value": 0})
-    wait_rows(pg_cluster, device, 1)
+    bridge = start_bridge()
+    broker.publish(topic(device), {"sensor_type": "n", "value": 0})
+    wait_rows(pg, device, 1)
 
-    pg_cluster.stop()
+    pg.stop()
     try:
-        mosquitto.publish([(topic(device), {"sensor_type": "n", "value": i})
-                           for i in range(1, 31)])
+        broker.publish_all([(topic(device), {"sensor_type": "n", "value": i})
+                               for i in range(1, 31)])
         wait_for(lambda: bridge.get("/readyz")[0] == 503,
                  what="the bridge to report not ready")
         time.sleep(1)
     finally:
-        pg_cluster.start()
+        pg.start()
 
-    rows = wait_rows(pg_cluster, device, 31, timeout=60)
+    rows = wait_rows(pg, device, 31, timeout=60)
     assert [r[1] for r in rows] == list(range(31))
     bridge.wait_ready(60)
     logs = bridge.logs()
@@ -345,156 +346,156 @@ def test_database_restart(pg_cluster, mosquitto, bridge_factory, device):
     assert "the database is back" in logs
 
 
-def test_bridge_down_messages_kept_by_broker(pg_cluster, mosquitto,
-                                             bridge_factory, device):
+def test_bridge_down_messages_kept_by_broker(pg, broker,
+                                             start_bridge, device):
     """The persistent session: what is published while the bridge is
     stopped arrives when it starts again with the same client id."""
     client_id = "lw-test-session-" + device
-    first = bridge_factory(mqtt_client_id=client_id)
+    first = start_bridge(mqtt_client_id=client_id)
     assert first.stop() == 0
-    mosquitto.publish([(topic(device), {"sensor_type": "n", "value": i})
-                       for i in range(20)])
-    bridge_factory(mqtt_client_id=client_id)
-    rows = wait_rows(pg_cluster, device, 20)
+    broker.publish_all([(topic(device), {"sensor_type": "n", "value": i})
+                           for i in range(20)])
+    start_bridge(mqtt_client_id=client_id)
+    rows = wait_rows(pg, device, 20)
     assert [r[1] for r in rows] == list(range(20))
 
 
-def test_graceful_stop_loses_and_duplicates_nothing(pg_cluster, mosquitto,
-                                                    bridge_factory, device):
+def test_graceful_stop_loses_and_duplicates_nothing(pg, broker,
+                                                    start_bridge, device):
     """SIGTERM in the middle of a stream of readings without timestamps
     (which are never merged, so a duplicate would show): after a restart
     every reading is there exactly once."""
     client_id = "lw-test-stop-" + device
-    first = bridge_factory(mqtt_client_id=client_id)
+    first = start_bridge(mqtt_client_id=client_id)
     total = 600
-    publisher = threading.Thread(target=mosquitto.publish, args=(
+    publisher = threading.Thread(target=broker.publish_all, args=(
         [(topic(device), {"sensor_type": "n", "value": i})
          for i in range(total)],))
     publisher.start()
-    wait_for(lambda: pg_cluster.count(device) >= 50, what="a first part")
+    wait_for(lambda: pg.count(device) >= 50, what="a first part")
     assert first.stop() == 0
     publisher.join(30)
-    stopped_at = pg_cluster.count(device)
+    stopped_at = pg.count(device)
     assert stopped_at < total, "the stop came too late to test anything"
 
-    bridge_factory(mqtt_client_id=client_id)
-    rows = wait_rows(pg_cluster, device, total, timeout=30)
+    start_bridge(mqtt_client_id=client_id)
+    rows = wait_rows(pg, device, total, timeout=30)
     time.sleep(1)
-    rows = pg_cluster.readings(device)
+    rows = pg.readings(device)
     assert sorted(r[1] for r in rows) == list(range(total))
     assert [r[1] for r in rows] == list(range(total))
 
 
-def test_two_bridges_store_each_reading_once(pg_cluster, mosquitto,
-                                             bridge_factory, device):
+def test_two_bridges_store_each_reading_once(pg, broker,
+                                             start_bridge, device):
     """Two bridges with their own subscriptions both get every message;
     the per-device advisory lock and the duplicate check keep one copy of
     each reading that has a device timestamp."""
-    bridges = [bridge_factory(), bridge_factory()]
+    bridges = [start_bridge(), start_bridge()]
     total = 300
-    mosquitto.publish([(topic(device), {"readings": [
+    broker.publish_all([(topic(device), {"readings": [
         {"sensor_type": "t", "value": i, "timestamp": 1752045000 + i},
         {"sensor_type": "h", "value": i, "timestamp": 1752045000 + i}]})
         for i in range(total)])
     wait_for(lambda: sum(b.metric("livewidget_ingest_messages_stored_total")
                          for b in bridges) >= 2 * total + 0,
              what="both bridges to store every message")
-    rows = pg_cluster.query(
+    rows = pg.sql(
         "SELECT sensor_type, count(*), count(DISTINCT ts) FROM "
         "livewidget.sensor_data WHERE device_id = %s GROUP BY 1 ORDER BY 1",
         (device,))
     assert rows == [("h", total, total), ("t", total, total)]
 
 
-def test_start_while_database_down(pg_cluster, mosquitto, bridge_factory,
+def test_start_while_database_down(pg, broker, start_bridge,
                                    device):
     """The bridge starts without the database, stays off the broker (which
     keeps the session's messages) and catches up once it answers."""
     client_id = "lw-test-late-db-" + device
-    bridge_factory(mqtt_client_id=client_id).stop()
-    pg_cluster.stop()
+    start_bridge(mqtt_client_id=client_id).stop()
+    pg.stop()
     try:
-        bridge = bridge_factory(mqtt_client_id=client_id, wait=False)
+        bridge = start_bridge(mqtt_client_id=client_id, wait=False)
         wait_for(lambda: "MQTT stays disconnected until it answers"
                  in bridge.logs(), what="the bridge to wait for the database")
-        mosquitto.publish([(topic(device), {"sensor_type": "n", "value": i})
-                           for i in range(10)])
+        broker.publish_all([(topic(device), {"sensor_type": "n", "value": i})
+                               for i in range(10)])
         assert bridge.get("/readyz")[0] == 503
         assert bridge.metric("livewidget_ingest_mqtt_connected") == 0
     finally:
-        pg_cluster.start()
-    rows = wait_rows(pg_cluster, device, 10, timeout=60)
+        pg.start()
+    rows = wait_rows(pg, device, 10, timeout=60)
     assert [r[1] for r in rows] == list(range(10))
     bridge.wait_ready(30)
 
 
-def test_stop_while_database_down_is_bounded(pg_cluster, mosquitto,
-                                             bridge_factory, device):
+def test_stop_while_database_down_is_bounded(pg, broker,
+                                             start_bridge, device):
     """SIGTERM while the database is down ends within a few seconds; the
     messages the broker still holds arrive with the next start."""
     client_id = "lw-test-stop-down-" + device
-    bridge = bridge_factory(mqtt_client_id=client_id)
-    pg_cluster.stop()
+    bridge = start_bridge(mqtt_client_id=client_id)
+    pg.stop()
     try:
-        mosquitto.publish([(topic(device), {"sensor_type": "n", "value": i,
-                                            "timestamp": 1752045000 + i})
-                           for i in range(20)])
+        broker.publish_all([(topic(device), {"sensor_type": "n", "value": i,
+                                                "timestamp": 1752045000 + i})
+                               for i in range(20)])
         wait_for(lambda: "holding messages" in bridge.logs(),
                  what="the bridge to hold messages")
         started = time.monotonic()
         assert bridge.stop() == 0
         assert time.monotonic() - started < 12
     finally:
-        pg_cluster.start()
+        pg.start()
     # without a spool file the held messages are lost, and the log says
     # how many; the broker may still send some of them again (their
     # PUBACK can be lost when paho closes the connection)
     held = re.search(r"(\d+) messages? acknowledged to the broker could not "
                      r"be stored", bridge.logs())
     lost = int(held.group(1)) if held else 0
-    bridge_factory(mqtt_client_id=client_id)
-    wait_rows(pg_cluster, device, 20 - lost, timeout=30)
+    start_bridge(mqtt_client_id=client_id)
+    wait_rows(pg, device, 20 - lost, timeout=30)
     time.sleep(0.5)
-    values = [r[1] for r in pg_cluster.readings(device)]
+    values = [r[1] for r in pg.readings(device)]
     assert values == sorted(set(values)), values
     assert set(range(lost, 20)) <= set(values), (lost, values)
 
 
-def test_bulk_order_reaches_the_widget_buffer(pg_cluster, mosquitto, bridge,
+def test_bulk_order_reaches_the_widget_buffer(pg, broker, bridge,
                                               device):
     """Readings of one bulk without timestamps all get the same now(); the
     later in the message is the newer, so a buffer of 3 keeps the last
     three in message order."""
-    if not pg_cluster.extension:
+    if not pg.extension:
         pytest.skip("the livewidget extension is not installed")
     widget = "w-" + device
-    pg_cluster.query("SELECT livewidget.track(%s, 't', %s, "
+    pg.sql("SELECT livewidget.track(%s, 't', %s, "
                      "gen_random_uuid(), 3)", (device, widget))
-    mosquitto.publish_one(topic(device), {"readings": [
+    broker.publish(topic(device), {"readings": [
         {"sensor_type": "t", "value": v} for v in [10, 11, 12, 13, 14]]})
-    wait_rows(pg_cluster, device, 5)
-    assert len({r[3] for r in pg_cluster.readings(device)}) == 1
-    samples = pg_cluster.query("SELECT value FROM livewidget.samples(%s)",
+    wait_rows(pg, device, 5)
+    assert len({r[3] for r in pg.readings(device)}) == 1
+    samples = pg.sql("SELECT value FROM livewidget.samples(%s)",
                                (widget,))
     assert [s[0] for s in samples] == [12, 13, 14]
 
 
-def test_broker_credentials(pg_cluster, bridge_factory, device, tmp_path):
+def test_broker_credentials(pg, start_bridge, device, tmp_path):
     """mqtt_username and mqtt_password_file log in; a wrong password is
     reported once and the bridge stays not ready."""
-    broker = MosquittoBroker(users={"publisher": "pub-secret",
+    broker = Mosquitto(users={"publisher": "pub-secret",
                                     "bridge": "bridge-secret"})
     try:
         good = tmp_path / "good"
         good.write_text("bridge-secret\n")
-        bridge_factory(mqtt_url=broker.url, mqtt_username="bridge",
+        start_bridge(mqtt_url=broker.url, mqtt_username="bridge",
                        mqtt_password_file=str(good))
-        broker.publish_one(topic(device), {"sensor_type": "t", "value": 1})
-        assert wait_rows(pg_cluster, device, 1)[0][1] == 1
+        broker.publish(topic(device), {"sensor_type": "t", "value": 1})
+        assert wait_rows(pg, device, 1)[0][1] == 1
 
         bad = tmp_path / "bad"
         bad.write_text("wrong\n")
-        refused = bridge_factory(mqtt_url=broker.url, mqtt_username="bridge",
+        refused = start_bridge(mqtt_url=broker.url, mqtt_username="bridge",
                                  mqtt_password_file=str(bad), wait=False)
         wait_for(lambda: "could not connect to broker" in refused.logs(),
                  what="the refusal to be logged")
@@ -506,21 +507,21 @@ def test_broker_credentials(pg_cluster, bridge_factory, device, tmp_path):
         broker.destroy()
 
 
-def test_broker_restart_reconnects_and_resubscribes(pg_cluster,
-                                                    bridge_factory, device):
+def test_broker_restart_reconnects_and_resubscribes(pg,
+                                                    start_bridge, device):
     """The broker restarts and forgets every session: the bridge connects
     again by itself, subscribes again, and is ready only after that."""
-    broker = MosquittoBroker()
+    broker = Mosquitto()
     try:
-        bridge = bridge_factory(mqtt_url=broker.url)
+        bridge = start_bridge(mqtt_url=broker.url)
         broker.stop()
         wait_for(lambda: bridge.get("/readyz")[0] == 503,
                  what="the bridge to notice")
         assert bridge.metric("livewidget_ingest_mqtt_connected") == 0
         broker.start()
         bridge.wait_ready(40)
-        broker.publish_one(topic(device), {"sensor_type": "t", "value": 2})
-        assert wait_rows(pg_cluster, device, 1)[0][1] == 2
+        broker.publish(topic(device), {"sensor_type": "t", "value": 2})
+        assert wait_rows(pg, device, 1)[0][1] == 2
         logs = bridge.logs()
         assert "lost the connection to broker" in logs
         assert logs.count("subscribed to") == 2
@@ -529,18 +530,18 @@ def test_broker_restart_reconnects_and_resubscribes(pg_cluster,
 
 
 @pytest.mark.parametrize("how", ["stop", "kill"])
-def test_spool_keeps_held_messages(pg_cluster, mosquitto, bridge_factory,
+def test_spool_keeps_held_messages(pg, broker, start_bridge,
                                    device, tmp_path, how):
     """With a spool file, the messages held while the database is down
     survive a graceful stop and even SIGKILL: the next start stores them
     first, then takes the rest from the broker, in order."""
     client_id = "lw-test-spool-" + device
     spool = tmp_path / "bridge.spool"
-    bridge = bridge_factory(mqtt_client_id=client_id, spool_file=str(spool))
-    pg_cluster.stop()
+    bridge = start_bridge(mqtt_client_id=client_id, spool_file=str(spool))
+    pg.stop()
     try:
-        mosquitto.publish([(topic(device), {"sensor_type": "n", "value": i})
-                           for i in range(20)])
+        broker.publish_all([(topic(device), {"sensor_type": "n", "value": i})
+                               for i in range(20)])
         wait_for(lambda: bridge.metric("livewidget_ingest_messages_held") > 0,
                  what="messages to be held")
         assert spool.stat().st_size > 0
@@ -551,18 +552,18 @@ def test_spool_keeps_held_messages(pg_cluster, mosquitto, bridge_factory,
         else:
             bridge.stop(signal.SIGKILL)
     finally:
-        pg_cluster.start()
-    again = bridge_factory(mqtt_client_id=client_id, spool_file=str(spool))
-    wait_rows(pg_cluster, device, 20, timeout=30)
+        pg.start()
+    again = start_bridge(mqtt_client_id=client_id, spool_file=str(spool))
+    wait_rows(pg, device, 20, timeout=30)
     time.sleep(0.5)
-    assert [r[1] for r in pg_cluster.readings(device)] == list(range(20))
+    assert [r[1] for r in pg.readings(device)] == list(range(20))
     assert "from spool file" in again.logs()
     wait_for(lambda: spool.stat().st_size == 0, what="the spool to empty")
 
 
-def test_spool_file_is_exclusive(bridge_factory, tmp_path):
+def test_spool_file_is_exclusive(start_bridge, tmp_path):
     spool = tmp_path / "bridge.spool"
-    bridge_factory(spool_file=str(spool))
-    second = bridge_factory(spool_file=str(spool), wait=False)
+    start_bridge(spool_file=str(spool))
+    second = start_bridge(spool_file=str(spool), wait=False)
     assert second.wait_exit() == 1
     assert "another process uses it" in second.logs()
