@@ -17,7 +17,7 @@ OBJS = extension/livewidget.o extension/sample_json.o extension/buffer.o \
 DATA = $(wildcard extension/livewidget--*.sql)
 PGFILEDESC = "livewidget - live dashboard-widget buffers"
 
-REGRESS = setup buffer track samples privileges
+REGRESS = setup buffer track samples refill privileges
 REGRESS_OPTS = --inputdir=. --dbname=livewidget_regress
 ISOLATION = notify concurrent_writers track_race
 ISOLATION_OPTS = --load-extension=livewidget

@@ -137,6 +137,15 @@ SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION livewidget.untrack(text) IS
 'remove a widget''s mapping and its samples; true if it existed';
 
+CREATE FUNCTION livewidget.refill(widget_id text)
+RETURNS integer
+AS 'MODULE_PATHNAME', 'livewidget_refill'
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+
+COMMENT ON FUNCTION livewidget.refill(text) IS
+'empty a widget''s buffer and fill it again from the stored readings; returns the samples buffered';
+
 CREATE FUNCTION livewidget.samples(widget_id text)
 RETURNS TABLE (seq bigint, ts timestamptz, value double precision, unit text)
 AS $$

@@ -36,6 +36,7 @@
 
 PG_FUNCTION_INFO_V1(livewidget_track);
 PG_FUNCTION_INFO_V1(livewidget_untrack);
+PG_FUNCTION_INFO_V1(livewidget_refill);
 
 /* The state row of one widget while this transaction holds its lock. */
 typedef struct WidgetState
@@ -238,21 +239,24 @@ insert_fill(WidgetState *state, SPITupleTable *tt, int n)
 /*
  * fill_buffer
  *		Fill an empty buffer with the newest readings of device+sensor, up
- *		to max_samples, numbered oldest first.
+ *		to max_samples, numbered oldest first.  Returns how many.
  */
-static void
+static int
 fill_buffer(WidgetState *state, const char *device_id,
 			const char *sensor_type, int max_samples)
 {
 	Datum		args[3];
+	int			n;
 
 	args[0] = CStringGetTextDatum(device_id);
 	args[1] = CStringGetTextDatum(sensor_type);
 	args[2] = Int32GetDatum(max_samples);
 	lw_execute(LW_Q_FILL_PICK, args, NULL, false, SPI_OK_SELECT);
-	if (SPI_processed > 0)
-		insert_fill(state, SPI_tuptable, (int) SPI_processed);
+	n = (int) SPI_processed;
+	if (n > 0)
+		insert_fill(state, SPI_tuptable, n);
 	SPI_freetuptable(SPI_tuptable);
+	return n;
 }
 
 /*
@@ -421,4 +425,45 @@ livewidget_untrack(PG_FUNCTION_ARGS)
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
 	PG_RETURN_BOOL(existed);
+}
+
+/*
+ * livewidget_refill
+ *		livewidget.refill(widget_id): empty a widget's buffer and fill it
+ *		again from the readings stored; returns the samples buffered.
+ *
+ * Buffers follow inserts only, so this is how a buffer catches up with
+ * readings that were updated, deleted or loaded behind the trigger's back.
+ * The refilled samples get new seqs and the old ones count as removed, so
+ * a client resuming from before is told to reset.
+ */
+Datum
+livewidget_refill(PG_FUNCTION_ARGS)
+{
+	char	   *widget_id = text_arg(fcinfo, 0, "widget_id");
+	WidgetState state;
+	Mapping		map;
+	int			n;
+
+	LockRelationOid(lw_sensor_data_relid(), ShareLock);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	/* the state row lock first, as track() takes it, then the mapping */
+	map.found = lock_state(&state, widget_id, false);
+	if (map.found)
+		get_mapping(&map, widget_id);
+	if (!map.found)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("widget \"%s\" is not tracked", widget_id),
+				 errhint("Use livewidget.track() to map a device and sensor to it.")));
+	trim_buffer(&state, 0);
+	n = fill_buffer(&state, map.device_id, map.sensor_type, map.max_samples);
+	save_state(&state);
+
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed");
+	PG_RETURN_INT32(n);
 }

@@ -6,7 +6,7 @@ BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS livewidget;
 
-SELECT plan(75);
+SELECT plan(77);
 
 SELECT has_schema('livewidget');
 SELECT has_extension('livewidget');
@@ -94,6 +94,8 @@ SELECT is((SELECT proargnames FROM pg_proc
           'track argument names');
 SELECT has_function('livewidget', 'untrack', ARRAY['text']);
 SELECT function_returns('livewidget', 'untrack', ARRAY['text'], 'boolean');
+SELECT has_function('livewidget', 'refill', ARRAY['text']);
+SELECT function_returns('livewidget', 'refill', ARRAY['text'], 'integer');
 SELECT has_function('livewidget', 'samples', ARRAY['text']);
 SELECT function_returns('livewidget', 'samples', ARRAY['text'], 'setof record');
 SELECT is((SELECT proargnames FROM pg_proc
