@@ -454,20 +454,24 @@ notice_to_log(void *arg, const char *message)
 }
 
 /*
- * Connect and prepare.  The fixed settings come before the user's
- * conninfo (in "dbname", expanded), so the conninfo may override them.
- * Returns true, or false with why filled in.
+ * Connect and prepare.  The settings before "dbname" (the user's
+ * conninfo, expanded) are defaults it may override; client_encoding comes
+ * after it and always wins, since payloads are UTF-8 (JSON) and the server
+ * converts them to the database's encoding only when told so: a LATIN1
+ * database would otherwise store "°C" as "Â°C".  Returns true, or false
+ * with why filled in.
  */
 static bool
 db_connect(char *why, size_t whylen)
 {
 	const char *const keys[] = {
 		"connect_timeout", "application_name", "keepalives_idle",
-		"keepalives_interval", "keepalives_count", "dbname", NULL
+		"keepalives_interval", "keepalives_count", "dbname",
+		"client_encoding", NULL
 	};
 	const char *const values[] = {
 		DB_CONNECT_TIMEOUT, "livewidget-bridge ingest", "10", "5", "3",
-		state.cfg->database, NULL
+		state.cfg->database, "UTF8", NULL
 	};
 	PGresult   *res;
 

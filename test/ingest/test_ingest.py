@@ -9,13 +9,14 @@ sleeping, then checks that no row appeared.
 import datetime
 import json
 import re
+import secrets
 import signal
 import threading
 import time
 
 import pytest
 
-from lw_servers import LOG_LINE, Mosquitto, wait_for
+from lw_servers import LOG_LINE, SENSOR_DATA, Mosquitto, wait_for
 
 UTC = datetime.timezone.utc
 
@@ -75,6 +76,23 @@ def test_device_from_topic_and_defaults(pg, broker, bridge,
     after = datetime.datetime.now(UTC)
     assert rows[0][:3] == ("rh", 41.0, None)
     assert before - datetime.timedelta(seconds=1) <= rows[0][3] <= after
+
+
+def test_latin1_database_gets_the_text_right(pg, broker, start_bridge,
+                                             device):
+    """Payloads are UTF-8; a database in LATIN1 stores "°C" as "°C" (the
+    server converts), not the two bytes of its UTF-8 form as "Â°C"."""
+    db = "lw_latin1_" + secrets.token_hex(4)
+    pg.sql("CREATE DATABASE %s ENCODING 'LATIN1' LC_COLLATE 'C' "
+           "LC_CTYPE 'C' TEMPLATE template0" % db, dbname="postgres")
+    pg.sql("CREATE EXTENSION livewidget" if pg.extension else SENSOR_DATA,
+           dbname=db)
+    start_bridge(database=pg.conninfo_for(db))
+    broker.publish(topic(device), {"sensor_type": "t", "value": 1,
+                                   "unit": "°C"})
+    rows = wait_for(lambda: pg.readings(device, dbname=db),
+                    what="the reading in the LATIN1 database")
+    assert rows[0][2] == "°C"
 
 
 def test_epoch_timestamp(pg, broker, bridge, device):
