@@ -13,9 +13,13 @@
  * LOG_LINE_MAX bytes (the size the kernel writes to a pipe atomically);
  * a longer one is cut and ends in "...".
  *
- * Control characters in the message are written as \xNN, so that text
- * taken from the network or from the database cannot start a line of its
- * own and pass for a line of the bridge.
+ * Control characters in the message are written as \xNN, byte by byte,
+ * so that text taken from the network or from the database cannot start a
+ * line of its own and pass for a line of the bridge, nor send a terminal
+ * that shows the log a control sequence: C0 (below 0x20), DEL, and the C1
+ * range U+0080 to U+009F, whose U+009B is CSI.  Bytes that are not valid
+ * UTF-8 are written the same way (a lone 0x9B is CSI to a terminal in an
+ * 8-bit mode), so a line is always valid UTF-8 and "°C" stays readable.
  *
  *-------------------------------------------------------------------------
  */
@@ -80,13 +84,74 @@ format_header(char *buf, size_t size, LogLevel level, const char *prefix)
 }
 
 /*
- * Copy the formatted message into out, escaping control characters and
- * dropping trailing newlines (libpq's messages end in one).  Returns the
- * number of bytes written; sets *cut when out was too small.
+ * Length of the UTF-8 sequence that starts at s (n bytes available), or 0
+ * when there is none: a continuation byte out of place, a sequence cut
+ * short, an overlong form, a surrogate or a code point beyond U+10FFFF.
+ * Sets *cp to the code point.
+ */
+static int
+utf8_sequence(const unsigned char *s, size_t n, unsigned int *cp)
+{
+	/* the smallest code point of each length; below it is an overlong form */
+	static const unsigned int smallest[5] = {0, 0, 0x80, 0x800, 0x10000};
+	int			len;
+
+	if (s[0] >= 0xc2 && s[0] <= 0xdf)
+		len = 2;
+	else if (s[0] >= 0xe0 && s[0] <= 0xef)
+		len = 3;
+	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+		len = 4;
+	else
+		return 0;
+	if ((size_t) len > n)
+		return 0;
+
+	*cp = s[0] & (0x7f >> len);
+
+	for (int i = 1; i < len; i++)
+	{
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		*cp = (*cp << 6) | (s[i] & 0x3f);
+	}
+	if (*cp < smallest[len] || *cp > 0x10ffff ||
+		(*cp >= 0xd800 && *cp <= 0xdfff))
+		return 0;
+	return len;
+}
+
+/*
+ * How many bytes of msg at i go out as they are (a printable character,
+ * one byte or a whole UTF-8 sequence); 0 when the byte at i is to be
+ * escaped.
+ */
+static int
+plain_length(const unsigned char *msg, size_t i, size_t len)
+{
+	unsigned int cp;
+	int			n;
+
+	if (msg[i] < 0x80)
+		return msg[i] >= 0x20 && msg[i] != 0x7f ? 1 : 0;
+	n = utf8_sequence(msg + i, len - i, &cp);
+	if (n == 0)
+		return 0;
+	/* a C1 control: each of its two bytes is escaped */
+	return cp <= 0x9f ? 0 : n;
+}
+
+/*
+ * Copy the formatted message into out, escaping as the top of the file
+ * says and dropping trailing newlines (libpq's messages end in one).  A
+ * character is copied whole or not at all.  Returns the number of bytes
+ * written; sets *cut when out was too small.
  */
 static size_t
 copy_escaped(char *out, size_t size, const char *msg, bool *cut)
 {
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *m = (const unsigned char *) msg;
 	size_t		len = strlen(msg);
 	size_t		o = 0;
 
@@ -95,28 +160,28 @@ copy_escaped(char *out, size_t size, const char *msg, bool *cut)
 	while (len > 0 && (msg[len - 1] == '\n' || msg[len - 1] == '\r'))
 		len--;
 
-	for (size_t i = 0; i < len; i++)
+	for (size_t i = 0; i < len;)
 	{
-		unsigned char c = (unsigned char) msg[i];
+		int			n = plain_length(m, i, len);
 
-		if (c >= 0x20 && c != 0x7f)
+		if (o + (n > 0 ? (size_t) n : 4) > size)
 		{
-			if (o + 1 > size)
-			{
-				*cut = true;
-				break;
-			}
-			out[o++] = (char) c;
+			*cut = true;
+			break;
+		}
+		if (n > 0)
+		{
+			memcpy(out + o, msg + i, (size_t) n);
+			o += (size_t) n;
+			i += (size_t) n;
 		}
 		else
 		{
-			if (o + 4 > size)
-			{
-				*cut = true;
-				break;
-			}
-			snprintf(out + o, 5, "\\x%02x", c);
-			o += 4;
+			out[o++] = '\\';
+			out[o++] = 'x';
+			out[o++] = hex[m[i] >> 4];
+			out[o++] = hex[m[i] & 0x0f];
+			i++;
 		}
 	}
 	return o;

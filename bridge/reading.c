@@ -200,7 +200,12 @@ reading_escape(const char *in, size_t len, size_t max_in,
 	{
 		unsigned char c = (unsigned char) in[i];
 
-		if (c >= 0x20 && c < 0x7f && c != '\\' && c != '"')
+		if (c == '\\' || c == '"')
+		{
+			out[o++] = '\\';
+			out[o++] = (char) c;
+		}
+		else if (c >= 0x20 && c < 0x7f)
 			out[o++] = (char) c;
 		else
 			o += (size_t) snprintf(out + o, size - o, "\\x%02x", c);

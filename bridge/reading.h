@@ -129,8 +129,9 @@ extern bool reading_parse_rfc3339(const char *text, int64_t *us);
 extern void reading_format_ts(int64_t us, char *buf);
 
 /*
- * Copy at most max_in bytes of in (len bytes) to out as printable ASCII:
- * backslash, double quote, control and non-ASCII bytes become \xNN, and
+ * Copy at most max_in bytes of in (len bytes) to out as printable ASCII,
+ * fit to go between double quotes in a log line: a double quote becomes
+ * \" and a backslash \\, control and non-ASCII bytes become \xNN, and
  * "..." marks a cut.  out must hold 4 * max_in + 4 bytes.  For log lines
  * that quote what a device sent.
  */

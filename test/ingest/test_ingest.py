@@ -157,6 +157,20 @@ def test_malformed_json_logged_then_next_stored(pg, broker,
         assert not l.startswith("2026-01-01 00:00:00.000 UTC [1]"), l
 
 
+def test_device_text_cannot_reach_a_terminal_raw(pg, broker, bridge,
+                                                 device):
+    """A JSON key holding U+009B (CSI, a C1 control) comes back in the
+    parser's error text: the log line has it escaped, and the quotes of
+    the quoted payload read as \\" rather than as hex."""
+    payload = '{"k\u009b2J":1,"k\u009b2J":2}'.encode()
+    reject_case(pg, broker, bridge, device, payload, "malformed_json")
+    line = [line for line in bridge.logs().splitlines()
+            if "rejected message" in line and device in line][0]
+    assert "\u009b" not in line and "\x9b" not in line, ascii(line)
+    assert "duplicate object key near '\"k\\xc2\\x9b2J\"'" in line, line
+    assert 'payload (21 bytes): "{\\"k\\xc2\\x9b2J\\":1,' in line, line
+
+
 @pytest.mark.parametrize("value", ['"24.8"', "true", "null", "[1]", "{}"])
 def test_non_numeric_value_rejected(pg, broker, bridge, device,
                                     value):

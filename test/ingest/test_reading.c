@@ -13,24 +13,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "reading.h"
 
 /* 2025-07-09T07:15:02Z, the "now" of every case */
 #define NOW_US		(INT64_C(1752045302) * 1000000)
-
-static int	failures = 0;
-static int	checks = 0;
-
-#define CHECK(cond) \
-	do { \
-		checks++; \
-		if (!(cond)) \
-		{ \
-			failures++; \
-			fprintf(stderr, "%s:%d: check failed: %s\n", \
-					__FILE__, __LINE__, #cond); \
-		} \
-	} while (0)
 
 /* Parse a JSON message of device "esp32-01"; returns the reason */
 static RejectReason
@@ -398,7 +385,7 @@ test_escape(void)
 	const char	nasty[] = "a\"b\\c\nd\x1b[31m\xc2\xb0";
 
 	reading_escape(nasty, sizeof(nasty) - 1, 200, out, sizeof(out));
-	CHECK(strcmp(out, "a\\x22b\\x5cc\\x0ad\\x1b[31m\\xc2\\xb0") == 0);
+	CHECK(strcmp(out, "a\\\"b\\\\c\\x0ad\\x1b[31m\\xc2\\xb0") == 0);
 	CHECK(strchr(out, '\n') == NULL);
 
 	reading_escape("abcdef", 6, 3, out, sizeof(out));
@@ -419,6 +406,5 @@ main(void)
 	test_senml();
 	test_escape();
 
-	printf("%d checks, %d failed\n", checks, failures);
-	return failures ? 1 : 0;
+	return CHECK_SUMMARY("reading");
 }

@@ -16,21 +16,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "check.h"
 #include "spool.h"
-
-static int	failures = 0;
-static int	checks = 0;
-
-#define CHECK(cond) \
-	do { \
-		checks++; \
-		if (!(cond)) \
-		{ \
-			failures++; \
-			fprintf(stderr, "%s:%d: check failed: %s\n", \
-					__FILE__, __LINE__, #cond); \
-		} \
-	} while (0)
 
 /* What spool_read() handed over, as one line per record */
 static char seen[4096];
@@ -118,6 +105,5 @@ main(void)
 
 	close(fd);
 	unlink(path);
-	printf("spool: %d checks, %d failed\n", checks, failures);
-	return failures ? 1 : 0;
+	return CHECK_SUMMARY("spool");
 }
