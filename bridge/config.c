@@ -15,8 +15,9 @@
  * and a bad one is reported with the source it came from.
  *
  * Runs on the main thread only, before any other thread exists (and on
- * SIGHUP, from the main loop); messages go to stderr because the log is
- * not configured yet.
+ * SIGHUP, from the main loop).  At start messages go to stderr, since the
+ * log is not configured yet; on SIGHUP they are lines of the log (prefix
+ * "config"), like everything else the running bridge says.
  *
  *-------------------------------------------------------------------------
  */
@@ -164,6 +165,50 @@ state_free(ConfigState *st)
 		free(st->source[i]);
 		st->value[i] = st->source[i] = NULL;
 	}
+}
+
+/* Set while config_reload() rereads the sources: messages go to the log */
+static bool reloading = false;
+
+static void
+vreport(LogLevel level, const char *fmt, va_list ap)
+{
+	char		msg[1024];
+
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	if (reloading)
+		log_write(level, "config", "%s", msg);
+	else
+		fprintf(stderr, "%s: %s%s\n", PROGNAME,
+				level == LOG_LEVEL_WARNING ? "warning: " : "", msg);
+}
+
+/* A configuration that cannot be used: what is wrong, and where */
+static void
+complain(const char *fmt,...) __attribute__((format(printf, 1, 2)));
+
+static void
+complain(const char *fmt,...)
+{
+	va_list		ap;
+
+	va_start(ap, fmt);
+	vreport(LOG_LEVEL_ERROR, fmt, ap);
+	va_end(ap);
+}
+
+/* Something probably unintended that does not stop the bridge */
+static void
+warn(const char *fmt,...) __attribute__((format(printf, 1, 2)));
+
+static void
+warn(const char *fmt,...)
+{
+	va_list		ap;
+
+	va_start(ap, fmt);
+	vreport(LOG_LEVEL_WARNING, fmt, ap);
+	va_end(ap);
 }
 
 static char *
@@ -449,6 +494,16 @@ check_conninfo(const char *value)
 	return NULL;
 }
 
+/* A reason followed by the system's word for errno, in a static buffer */
+static const char *
+os_reason(const char *what)
+{
+	static char reason[256];
+
+	snprintf(reason, sizeof(reason), "%s: %s", what, strerror(errno));
+	return reason;
+}
+
 static const char *
 check_file(const char *value)
 {
@@ -457,7 +512,7 @@ check_file(const char *value)
 	if (*value == '\0')
 		return "must not be empty";
 	if (stat(value, &st) != 0 || access(value, R_OK) != 0)
-		return "cannot read the file";
+		return os_reason("cannot read the file");
 	if (!S_ISREG(st.st_mode))
 		return "not a regular file";
 	return NULL;
@@ -475,11 +530,11 @@ check_state_file(const char *value)
 		return "must not be empty";
 	if (access(value, F_OK) == 0)
 		return access(value, R_OK | W_OK) == 0 ? NULL :
-			"cannot read and write the file";
+			os_reason("cannot read and write the file");
 	dir = slash ? strndup(value, (size_t) (slash - value) + 1) : strdup(".");
 	ok = dir != NULL && access(dir, W_OK | X_OK) == 0;
 	free(dir);
-	return ok ? NULL : "cannot create the file in its directory";
+	return ok ? NULL : os_reason("cannot create the file in its directory");
 }
 
 static int
@@ -559,8 +614,8 @@ parse_file_line(ConfigState *st, char *line, const char *path, int lineno)
 		p++;
 	if (namelen == 0 || *p != '=')
 	{
-		fprintf(stderr, "%s: syntax error in configuration file \"%s\", "
-				"line %d: expected \"key = value\"\n", PROGNAME, path, lineno);
+		complain("syntax error in configuration file \"%s\", line %d: "
+				 "expected \"key = value\"", path, lineno);
 		return -1;
 	}
 	p++;
@@ -575,9 +630,8 @@ parse_file_line(ConfigState *st, char *line, const char *path, int lineno)
 		end = strchr(p, quote);
 		if (end == NULL)
 		{
-			fprintf(stderr, "%s: syntax error in configuration file \"%s\", "
-					"line %d: unterminated quoted value\n",
-					PROGNAME, path, lineno);
+			complain("syntax error in configuration file \"%s\", line %d: "
+					 "unterminated quoted value", path, lineno);
 			return -1;
 		}
 		*end = '\0';
@@ -585,9 +639,8 @@ parse_file_line(ConfigState *st, char *line, const char *path, int lineno)
 			;
 		if (*p != '\0' && *p != '#')
 		{
-			fprintf(stderr, "%s: syntax error in configuration file \"%s\", "
-					"line %d: text after the quoted value\n",
-					PROGNAME, path, lineno);
+			complain("syntax error in configuration file \"%s\", line %d: "
+					 "text after the quoted value", path, lineno);
 			return -1;
 		}
 	}
@@ -606,9 +659,8 @@ parse_file_line(ConfigState *st, char *line, const char *path, int lineno)
 	key = find_key(name, namelen);
 	if (key < 0)
 	{
-		fprintf(stderr, "%s: unknown key \"%.*s\" in configuration file "
-				"\"%s\", line %d\n", PROGNAME, (int) namelen, name, path,
-				lineno);
+		complain("unknown key \"%.*s\" in configuration file \"%s\", "
+				 "line %d", (int) namelen, name, path, lineno);
 		return -1;
 	}
 	state_set(st, key, value,
@@ -628,16 +680,16 @@ read_file(ConfigState *st, const char *path)
 	f = fopen(path, "r");
 	if (f == NULL)
 	{
-		fprintf(stderr, "%s: could not open configuration file \"%s\": %s\n",
-				PROGNAME, path, strerror(errno));
+		complain("could not open configuration file \"%s\": %s",
+				 path, strerror(errno));
 		return -1;
 	}
 	while (rc == 0 && getline(&line, &cap, f) != -1)
 		rc = parse_file_line(st, line, path, ++lineno);
 	if (rc == 0 && ferror(f))
 	{
-		fprintf(stderr, "%s: could not read configuration file \"%s\": %s\n",
-				PROGNAME, path, strerror(errno));
+		complain("could not read configuration file \"%s\": %s",
+				 path, strerror(errno));
 		rc = -1;
 	}
 	free(line);
@@ -685,9 +737,8 @@ read_environment(ConfigState *st)
 			known = strlen(config_keys[i].name) == len &&
 				strncasecmp(config_keys[i].name, name, len) == 0;
 		if (!known)
-			fprintf(stderr, "%s: warning: ignoring environment variable "
-					"%s%.*s, which names no configuration key\n",
-					PROGNAME, ENV_PREFIX, (int) len, name);
+			warn("ignoring environment variable %s%.*s, which names no "
+				 "configuration key", ENV_PREFIX, (int) len, name);
 	}
 }
 
@@ -851,11 +902,11 @@ check_state(ConfigState *st)
 		if (reason == NULL)
 			continue;
 		if (k->secret)
-			fprintf(stderr, "%s: invalid value for \"%s\" (%s): %s\n",
-					PROGNAME, k->name, st->source[i], reason);
+			complain("invalid value for \"%s\" (%s): %s",
+					 k->name, st->source[i], reason);
 		else
-			fprintf(stderr, "%s: invalid value \"%s\" for \"%s\" (%s): %s\n",
-					PROGNAME, st->value[i], k->name, st->source[i], reason);
+			complain("invalid value \"%s\" for \"%s\" (%s): %s",
+					 st->value[i], k->name, st->source[i], reason);
 		rc = -1;
 	}
 
@@ -866,9 +917,8 @@ check_state(ConfigState *st)
 
 		if (strcmp(st->value[t], st->value[s]) == 0)
 		{
-			fprintf(stderr, "%s: \"mqtt_topic\" (%s) and \"mqtt_senml_topic\" "
-					"(%s) must differ\n", PROGNAME, st->source[t],
-					st->source[s]);
+			complain("\"mqtt_topic\" (%s) and \"mqtt_senml_topic\" (%s) "
+					 "must differ", st->source[t], st->source[s]);
 			rc = -1;
 		}
 	}
@@ -880,15 +930,15 @@ check_state(ConfigState *st)
 
 		if (has_secret && has_pubkey)
 		{
-			fprintf(stderr, "%s: \"jwt_secret_file\" (%s) and "
-					"\"jwt_public_key_file\" (%s) cannot both be set\n",
-					PROGNAME, st->source[secret], st->source[pubkey]);
+			complain("\"jwt_secret_file\" (%s) and \"jwt_public_key_file\" "
+					 "(%s) cannot both be set",
+					 st->source[secret], st->source[pubkey]);
 			rc = -1;
 		}
 		else if (!has_secret && !has_pubkey)
 		{
-			fprintf(stderr, "%s: one of \"jwt_secret_file\" and "
-					"\"jwt_public_key_file\" must be set\n", PROGNAME);
+			complain("one of \"jwt_secret_file\" and "
+					 "\"jwt_public_key_file\" must be set");
 			rc = -1;
 		}
 	}
@@ -969,32 +1019,81 @@ config_free(Config *cfg)
 		}
 }
 
-int
-config_reload(Config *cfg, int argc, char **argv)
+/* A value for a message: in double quotes, or "unset" */
+static const char *
+shown(const char *value, char *buf, size_t len)
 {
-	Config		fresh;
+	if (value == NULL)
+		return "unset";
+	snprintf(buf, len, "\"%s\"", value);
+	return buf;
+}
 
-	if (config_load(&fresh, argc, argv) != 0)
-		return -1;
+/*
+ * Log each key a reload changed: log_level is applied, any other key only
+ * takes effect at the next start (its values are shown unless it is
+ * secret).  Returns how many keys changed.
+ */
+static int
+log_changes(const Config *cfg, const Config *fresh)
+{
+	int			changed = 0;
 
 	for (size_t i = 0; i < NUM_KEYS; i++)
 	{
 		const ConfigKey *k = &config_keys[i];
 		const char *was;
 		const char *now;
+		char		a[512];
+		char		b[512];
 
-		if (k->type == CONFIG_LOG_LEVEL || k->reloadable)
+		/* the one reloadable key, log_level, is a number: see below */
+		if (k->reloadable)
 			continue;
-		was = *(char **) ((char *) cfg + k->offset);
-		now = *(char **) ((char *) &fresh + k->offset);
-		if ((was == NULL) != (now == NULL) || (was && strcmp(was, now) != 0))
-			log_warning("config", "\"%s\" changed; restart the bridge "
-						"to apply it", k->name);
+		was = *(char *const *) ((const char *) cfg + k->offset);
+		now = *(char *const *) ((const char *) fresh + k->offset);
+		if ((was == NULL) == (now == NULL) && (was == NULL ||
+											   strcmp(was, now) == 0))
+			continue;
+		changed++;
+		if (k->secret)
+			log_warning("config", "\"%s\" changed; restart the bridge to "
+						"apply it", k->name);
+		else
+			log_warning("config", "\"%s\" changed from %s to %s; restart "
+						"the bridge to apply it", k->name,
+						shown(was, a, sizeof(a)), shown(now, b, sizeof(b)));
 	}
 
-	if (fresh.log_level != cfg->log_level)
-		log_info("config", "log_level is now \"%s\"",
-				 level_words[fresh.log_level]);
+	if (fresh->log_level != cfg->log_level)
+	{
+		changed++;
+		log_info("config", "log_level is now \"%s\" (was \"%s\")",
+				 level_words[fresh->log_level], level_words[cfg->log_level]);
+	}
+	return changed;
+}
+
+int
+config_reload(Config *cfg, int argc, char **argv)
+{
+	Config		fresh;
+	int			rc;
+	int			changed;
+
+	reloading = true;
+	rc = config_load(&fresh, argc, argv);
+	reloading = false;
+	if (rc != 0)
+		return -1;
+
+	/* said at the level in force until now, then the new one applies */
+	changed = log_changes(cfg, &fresh);
+	if (changed == 0)
+		log_info("config", "configuration reloaded, nothing changed");
+	else
+		log_info("config", "configuration reloaded, %d key%s changed",
+				 changed, changed == 1 ? "" : "s");
 	cfg->log_level = fresh.log_level;
 	log_set_level(fresh.log_level);
 	config_free(&fresh);

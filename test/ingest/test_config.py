@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from lw_servers import BRIDGE_BIN, ROOT, free_port, wait_for
+from lw_servers import BRIDGE_BIN, LOG_LINE, ROOT, free_port, wait_for
 
 KEYS = ["database", "mqtt_url", "mqtt_topic", "mqtt_senml_topic",
         "mqtt_shared_group", "mqtt_client_id", "mqtt_username",
@@ -120,12 +120,15 @@ def test_file_syntax_errors(tmp_path, line, why):
     ("listen", "127.0.0.1:0", "expected host:port"),
     ("listen", "[::1:8080", "expected host:port"),
     ("log_level", "verbose", "expected error, warning, info or debug"),
-    ("mqtt_password_file", "/nonexistent/password", "cannot read the file"),
+    ("mqtt_password_file", "/nonexistent/password",
+     "cannot read the file: No such file or directory"),
+    ("jwt_public_key_file", "/nonexistent/key.pem",
+     "cannot read the file: No such file or directory"),
     ("web_root", "", "must not be empty"),
     ("mqtt_client_id", "", "must not be empty"),
     ("mqtt_username", "a\tb", "control character"),
     ("spool_file", "/nonexistent/dir/bridge.spool",
-     "cannot create the file in its directory"),
+     "cannot create the file in its directory: No such file or directory"),
 ])
 def test_bad_value_named_with_its_source(tmp_path, secret, key, value, why):
     """The same bad value from each source: the message names the key and
@@ -247,20 +250,63 @@ def test_unknown_environment_variable_warns(start_bridge):
             "no configuration key") in bridge.logs()
 
 
-def test_sighup_applies_log_level(tmp_path, start_bridge, device,
-                                  broker, pg):
-    conf = tmp_path / "bridge.conf"
-    conf.write_text("log_level = debug\n")
-    bridge = start_bridge(log_level=None, config_text=conf.read_text())
-    path = bridge.dir / "bridge.conf"
-    path.write_text("log_level = warning\nmqtt_topic = other/+/t\n")
-    bridge.proc.send_signal(signal.SIGHUP)
-    wait_for(lambda: 'log_level is now "warning"' in bridge.logs(),
-             what="the reload")
-    assert '"mqtt_topic" changed; restart the bridge to apply it' \
-        in bridge.logs()
+def sighup(bridge, text):
+    """Write the bridge's configuration file anew, send SIGHUP and return
+    what the bridge logged about it."""
+    size = len(bridge.logs())
+    (bridge.dir / "bridge.conf").write_text(text)
+    bridge.signal(signal.SIGHUP)
+    return wait_for(lambda: "config: " in bridge.logs()[size:] and
+                    "configuration " in bridge.logs()[size:] and
+                    bridge.logs()[size:],
+                    what="the reload to be logged")
+
+
+def test_sighup_applies_log_level(tmp_path, start_bridge, device, broker,
+                                  pg):
+    bridge = start_bridge(log_level=None, config_text="log_level = debug\n")
+    said = sighup(bridge, "log_level = warning\nmqtt_topic = other/+/t\n")
+    assert 'log_level is now "warning" (was "debug")' in said
+    assert ('"mqtt_topic" changed from "devices/+/telemetry" to '
+            '"other/+/t"; restart the bridge to apply it') in said
+    assert "configuration reloaded, 2 keys changed" in said
     size = len(bridge.logs())
     broker.publish("devices/%s/telemetry" % device,
-                          {"sensor_type": "t", "value": 1})
+                   {"sensor_type": "t", "value": 1})
     wait_for(lambda: pg.count(device) == 1, what="the reading")
     assert "DEBUG:" not in bridge.logs()[size:]
+
+
+def test_sighup_says_when_nothing_changed(start_bridge):
+    text = "log_level = info\n"
+    bridge = start_bridge(log_level=None, config_text=text)
+    said = sighup(bridge, "# the same, with a comment\n" + text)
+    assert "LOG:  config: configuration reloaded, nothing changed" in said
+    assert "changed from" not in said
+
+
+def test_sighup_keeps_secrets_out_of_the_log(start_bridge, pg):
+    bridge = start_bridge(database=None, config_text="database = '%s'\n"
+                          % pg.conninfo)
+    said = sighup(bridge, "database = '%s password=hunter2'\n"
+                  % pg.conninfo)
+    assert '"database" changed; restart the bridge to apply it' in said
+    assert "hunter2" not in bridge.logs()
+
+
+def test_sighup_with_errors_keeps_the_configuration(start_bridge):
+    """A bad value at a reload is reported in log lines naming the key and
+    where it was set; the bridge goes on with what it had."""
+    bridge = start_bridge(log_level=None, config_text="log_level = info\n")
+    size = len(bridge.logs())
+    (bridge.dir / "bridge.conf").write_text("log_level = loud\n")
+    bridge.signal(signal.SIGHUP)
+    wait_for(lambda: "configuration not reloaded" in bridge.logs()[size:],
+             what="the refusal")
+    said = bridge.logs()[size:]
+    assert ('ERROR:  config: invalid value "loud" for "log_level" '
+            '(configuration file "%s", line 1): expected error, warning, '
+            'info or debug' % (bridge.dir / "bridge.conf")) in said, said
+    for line in said.splitlines():
+        assert LOG_LINE.match(line), line
+    assert bridge.get("/healthz")[0] == 200
