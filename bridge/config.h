@@ -59,8 +59,9 @@ extern void config_free(Config *cfg);
 /*
  * Reread every source (on SIGHUP).  Keys marked reloadable (log_level) are
  * applied to cfg and to the log; a changed key that is not reloadable is
- * logged as needing a restart.  Returns 0, or -1 with cfg untouched when
- * the new configuration is invalid (the message went to stderr).
+ * logged as needing a restart, and a reload that changes nothing says so.
+ * Returns 0, or -1 with cfg untouched when the new configuration is
+ * invalid (each problem was logged).
  */
 extern int	config_reload(Config *cfg, int argc, char **argv);
 
