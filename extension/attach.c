@@ -147,6 +147,21 @@ relation_label(Oid relid)
 }
 
 /*
+ * message_label
+ *		"schema.table" unquoted, for messages that put it in double quotes.
+ */
+static char *
+message_label(Oid relid)
+{
+	char	   *nsp = get_namespace_name(get_rel_namespace(relid));
+	char	   *rel = get_rel_name(relid);
+
+	if (nsp == NULL || rel == NULL)
+		return psprintf("%u", relid);
+	return psprintf("%s.%s", nsp, rel);
+}
+
+/*
  * type_fits
  *		Whether a column's base type suits its role.
  */
@@ -199,8 +214,8 @@ check_column(LwMapping *map, int i, LwProblem *problem)
 	if (attnum == InvalidAttrNumber || attnum < 0)
 	{
 		problem->code = ERRCODE_UNDEFINED_COLUMN;
-		problem->msg = psprintf("column \"%s\" of relation %s does not exist",
-								name, relation_label(map->relid));
+		problem->msg = psprintf("column \"%s\" of relation \"%s\" does not exist",
+								name, message_label(map->relid));
 		problem->detail = psprintf("It was given as %s.", arg_names[i]);
 		return false;
 	}
@@ -217,8 +232,8 @@ check_column(LwMapping *map, int i, LwProblem *problem)
 	if (!type_fits(arg_roles[i], map->types[i]))
 	{
 		problem->code = ERRCODE_DATATYPE_MISMATCH;
-		problem->msg = psprintf("column \"%s\" of relation %s has type %s",
-								name, relation_label(map->relid),
+		problem->msg = psprintf("column \"%s\" of relation \"%s\" has type %s",
+								name, message_label(map->relid),
 								format_type_be(map->types[i]));
 		problem->detail = psprintf("The %s must be of type %s.",
 								   arg_names[i], role_types(arg_roles[i]));
@@ -241,8 +256,8 @@ check_mapping(LwMapping *map, LwProblem *problem)
 	if (relkind != RELKIND_RELATION && relkind != RELKIND_PARTITIONED_TABLE)
 	{
 		problem->code = ERRCODE_WRONG_OBJECT_TYPE;
-		problem->msg = psprintf("%s is not a table",
-								relation_label(map->relid));
+		problem->msg = psprintf("\"%s\" is not a table",
+								message_label(map->relid));
 		problem->detail = pstrdup("Only tables and partitioned tables can feed widgets: the buffer needs an AFTER INSERT statement trigger with a transition table.");
 		return false;
 	}
@@ -529,9 +544,10 @@ build_attachment(LwAttachment *entry)
 
 	if (!check_mapping(&map, &problem))
 	{
-		entry->problem = MemoryContextStrdup(TopMemoryContext,
-											 psprintf("%s: %s", problem.msg,
-													  problem.detail));
+		entry->problem =
+			MemoryContextStrdup(TopMemoryContext,
+								psprintf("Its mapping no longer fits the table: %s.",
+										 problem.msg));
 		return;
 	}
 	entry->keys_nullable = map.nullable[M_DEVICE] || map.nullable[M_SENSOR];
@@ -878,8 +894,8 @@ ensure_trigger(Oid relid)
 		if (!ours)
 			ereport(ERROR,
 					(errcode(ERRCODE_DUPLICATE_OBJECT),
-					 errmsg("relation %s already has a trigger named \"%s\"",
-							relation_label(relid), LW_TRIGGER_NAME),
+					 errmsg("relation \"%s\" already has a trigger named \"%s\"",
+							message_label(relid), LW_TRIGGER_NAME),
 					 errhint("Rename that trigger; livewidget needs the name for its own.")));
 		return;
 	}
@@ -969,7 +985,8 @@ livewidget_detach(PG_FUNCTION_ARGS)
 	if (SPI_processed == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("relation %s is not attached", relation_label(relid)),
+				 errmsg("relation \"%s\" is not attached",
+						message_label(relid)),
 				 errhint("Use livewidget.attach() to feed widgets from it.")));
 
 	/* a trigger of that name that is not ours stays */
