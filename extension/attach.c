@@ -932,7 +932,7 @@ livewidget_attach(PG_FUNCTION_ARGS)
 				ereport(ERROR,
 						(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 						 errmsg("%s must not be null", arg_names[i]),
-						 i == M_TS ? 0 : errhint("Only unit_column may be null, for a table without units.")));
+						 errhint("Only unit_column may be null, for a table without units.")));
 			map.names[i] = NULL;
 		}
 		else
