@@ -361,7 +361,7 @@ build_new_sql(const LwMapping *map, char **exprs)
 
 	initStringInfo(&sql);
 	appendStringInfo(&sql,
-					 "WITH n AS MATERIALIZED ("
+					 "WITH n AS ("
 					 "  SELECT row_number() OVER () AS ord, %s AS device_id,"
 					 "         %s AS sensor_type, %s AS ts, %s AS value,"
 					 "         %s AS unit"
