@@ -445,11 +445,17 @@ attachment_invalidate(Datum arg, Oid relid)
 
 	if (OidIsValid(relid) && relid != mapping_relid)
 	{
+		/* the fill query names the table: a rename must rebuild it */
+		for (int i = 0; i < fill_nrelids; i++)
+			if (fill_relids[i] == relid)
+				fill_valid = false;
+
 		entry = hash_search(attachments, &relid, HASH_FIND, NULL);
-		if (entry == NULL)
-			return;
-		entry->valid = false;
-		fill_valid = false;
+		if (entry != NULL)
+		{
+			entry->valid = false;
+			fill_valid = false;
+		}
 		return;
 	}
 
@@ -736,9 +742,19 @@ build_fill(void)
 
 		if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relids[i])) ||
 			has_attached_ancestor(relids[i], relids, n) ||
-			!read_mapping(relids[i], &map) ||
-			!check_mapping(&map, &problem))
+			!read_mapping(relids[i], &map))
 			continue;
+		if (!check_mapping(&map, &problem))
+		{
+			ereport(WARNING,
+					(errcode(ERRCODE_DATA_EXCEPTION),
+					 errmsg("readings of \"%s\" not used to fill buffers",
+							message_label(relids[i])),
+					 errdetail("Its mapping no longer fits the table: %s.",
+							   problem.msg),
+					 errhint("Attach the table again with livewidget.attach() and the columns it has now.")));
+			continue;
+		}
 		if (nbranch++ > 0)
 			appendStringInfoString(&sql, " UNION ALL ");
 		fill_branch(&sql, &map, i);

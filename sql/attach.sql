@@ -231,6 +231,15 @@ INSERT INTO plant_readings (plant, probe, quantity, taken_at)
 VALUES ('p1', 'soil', 10, '2025-07-09 08:00:10+00');
 SELECT value FROM livewidget.samples('plant-soil') WHERE value >= 9;
 
+-- a renamed table and column, seen by track() in this session
+ALTER TABLE plant_readings RENAME TO plant_log;
+ALTER TABLE plant_log RENAME COLUMN quantity TO qty;
+SELECT livewidget.refill('plant-soil');
+SELECT livewidget.attach('plant_log', 'plant', 'probe', 'qty',
+                         unit_column => NULL, ts_column => 'taken_at');
+SELECT livewidget.refill('plant-soil');
+ALTER TABLE plant_log RENAME TO plant_readings;
+
 -- clean up
 SELECT livewidget.untrack(w)
   FROM unnest(ARRAY['dj-temp', 'dj-hum', 'plant-soil', 'meter']) AS w;
