@@ -19,7 +19,7 @@ PGFILEDESC = "livewidget - live dashboard-widget buffers"
 
 REGRESS = setup buffer track samples refill privileges attach
 REGRESS_OPTS = --inputdir=. --dbname=livewidget_regress
-ISOLATION = notify concurrent_writers track_race
+ISOLATION = notify concurrent_writers track_race attach_race
 ISOLATION_OPTS = --load-extension=livewidget
 
 PG_CPPFLAGS = -I$(srcdir)/extension
