@@ -4,14 +4,16 @@
  *	  The statement trigger that appends new readings to widget buffers.
  *
  * livewidget.buffer_readings() fires AFTER INSERT FOR EACH STATEMENT on
- * livewidget.sensor_data with the transition table "new_readings".  Per
+ * every attached readings table (livewidget.sensor_data and those given
+ * to livewidget.attach()) with the transition table "new_readings".  It
+ * finds the table's queries by the trigger's table OID (attach.c).  Per
  * statement, with a fixed number of set-based queries whatever the number
  * of rows:
  *
  *	1. lock the state rows of the widgets fed by the new readings, in
- *	   widget id order (LW_Q_LOCK_WIDGETS);
+ *	   widget id order (the table's lock_plan);
  *	2. read, per widget, the new readings that can end up in its buffer
- *	   (LW_Q_NEW_SAMPLES), and the oldest samples they may push out
+ *	   (the table's new_plan), and the oldest samples they may push out
  *	   (LW_Q_OLDEST_SAMPLES);
  *	3. decide in C which readings stay and which samples go, number the
  *	   new samples, write them, delete the pushed-out ones and save the
@@ -96,9 +98,8 @@ typedef struct StatementWork
 	WidgetBuffer *widgets;		/* in strcmp() order of widget_id */
 	int			nwidgets;
 
-	int			nskipped;		/* readings the buffer cannot show */
-	char	   *skipped_widget; /* ... the first of them */
-	TimestampTz skipped_ts;
+	LwAttachment *table;		/* the readings table and its queries */
+	int			nskipped[LW_SKIP_TIME + 1]; /* by reason; 0 unused */
 } StatementWork;
 
 /*
@@ -129,13 +130,28 @@ check_trigger_call(FunctionCallInfo fcinfo)
 				 errmsg("function \"buffer_readings\" must be fired AFTER INSERT FOR EACH STATEMENT"),
 				 errdetail("It needs the new rows as transition table \"%s\".",
 						   LW_NEW_TABLE_NAME)));
+}
 
-	if (RelationGetRelid(trigdata->tg_relation) != lw_sensor_data_relid())
+/*
+ * find_table
+ *		The attachment of the trigger's table; refuse a table that is not
+ *		attached, so that this owner-rights function cannot be put to work
+ *		on other tables, even by a role that managed to get EXECUTE on it.
+ *		Must be called while connected to SPI.
+ */
+static LwAttachment *
+find_table(TriggerData *trigdata)
+{
+	Relation	rel = trigdata->tg_relation;
+	LwAttachment *table = lw_attachment(RelationGetRelid(rel));
+
+	if (!table->attached)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("function \"buffer_readings\" cannot be used on table \"%s\"",
-						RelationGetRelationName(trigdata->tg_relation)),
-				 errdetail("It only buffers readings of \"livewidget.sensor_data\".")));
+						RelationGetRelationName(rel)),
+				 errdetail("It only buffers readings of tables given to livewidget.attach().")));
+	return table;
 }
 
 static int
@@ -164,7 +180,8 @@ lock_widgets(StatementWork *work)
 {
 	SPITupleTable *tt;
 
-	lw_execute(LW_Q_LOCK_WIDGETS, NULL, NULL, false, SPI_OK_SELECT);
+	lw_execute_plan(work->table->lock_plan, 0, NULL, NULL, false,
+					SPI_OK_SELECT);
 	tt = SPI_tuptable;
 
 	work->nwidgets = (int) SPI_processed;
@@ -190,7 +207,7 @@ lock_widgets(StatementWork *work)
 
 /*
  * add_new_reading
- *		Append one row of LW_Q_NEW_SAMPLES to its widget.
+ *		Append one usable row of the new readings query to its widget.
  */
 static void
 add_new_reading(WidgetBuffer *w, HeapTuple tup, TupleDesc desc)
@@ -219,14 +236,15 @@ add_new_reading(WidgetBuffer *w, HeapTuple tup, TupleDesc desc)
 /*
  * load_new_readings
  *		Give each widget the readings of the statement that may stay in its
- *		buffer, and note the ones whose time it cannot show.
+ *		buffer, and count the ones the buffer cannot take, by reason.
  */
 static void
 load_new_readings(StatementWork *work)
 {
 	SPITupleTable *tt;
 
-	lw_execute(LW_Q_NEW_SAMPLES, NULL, NULL, false, SPI_OK_SELECT);
+	lw_execute_plan(work->table->new_plan, 0, NULL, NULL, false,
+					SPI_OK_SELECT);
 	tt = SPI_tuptable;
 
 	for (uint64 i = 0; i < SPI_processed; i++)
@@ -234,27 +252,23 @@ load_new_readings(StatementWork *work)
 		HeapTuple	tup = tt->vals[i];
 		TupleDesc	desc = tt->tupdesc;
 		bool		isnull;
-		char	   *widget_id;
-		WidgetBuffer *w;
-		bool		in_range;
+		Datum		id;
+		WidgetBuffer *w = NULL;
+		int			problem;
 
-		widget_id = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
-		w = find_widget(work, widget_id);
-		if (w == NULL)
-			continue;			/* tracked, but has no state row: not fed */
-
-		in_range = DatumGetBool(SPI_getbinval(tup, desc, 6, &isnull));
-		if (!isnull && in_range)
+		id = SPI_getbinval(tup, desc, 1, &isnull);
+		if (!isnull)
 		{
+			w = find_widget(work, TextDatumGetCString(id));
+			if (w == NULL)
+				continue;		/* tracked, but has no state row: not fed */
+		}
+
+		problem = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
+		if (problem == 0 && w != NULL)
 			add_new_reading(w, tup, desc);
-			continue;
-		}
-		if (work->nskipped++ == 0)
-		{
-			work->skipped_widget = widget_id;
-			work->skipped_ts =
-				DatumGetTimestampTz(SPI_getbinval(tup, desc, 3, &isnull));
-		}
+		else if (problem >= LW_SKIP_NULL && problem <= LW_SKIP_TIME)
+			work->nskipped[problem]++;
 	}
 	SPI_freetuptable(tt);
 }
@@ -531,20 +545,41 @@ notify_new_samples(StatementWork *work)
 /*
  * report_skipped
  *		One warning per statement for readings stored but not buffered.
+ *
+ * Readings of device+sensor pairs no widget tracks are not checked,
+ * except for a null device or sensor, which is reported whenever the
+ * table allows one.
  */
 static void
-report_skipped(StatementWork *work)
+report_skipped(StatementWork *work, Relation rel)
 {
-	if (work->nskipped == 0)
+	static const char *const reasons[LW_SKIP_TIME + 1] = {
+		NULL,
+		"a null device, sensor, value or time",
+		"a value that is not a finite double precision number",
+		"a time outside the years 1 to 9999 (UTC)"
+	};
+	StringInfoData detail;
+	int			total = 0;
+
+	initStringInfo(&detail);
+	for (int r = LW_SKIP_NULL; r <= LW_SKIP_TIME; r++)
+	{
+		if (work->nskipped[r] == 0)
+			continue;
+		appendStringInfo(&detail, "%s%d with %s", total > 0 ? "; " : "",
+						 work->nskipped[r], reasons[r]);
+		total += work->nskipped[r];
+	}
+	if (total == 0)
 		return;
+
 	ereport(WARNING,
-			(errcode(ERRCODE_DATETIME_VALUE_OUT_OF_RANGE),
-			 errmsg_plural("%d reading stored but not buffered: time out of range",
-						   "%d readings stored but not buffered: time out of range",
-						   work->nskipped, work->nskipped),
-			 errdetail("Widget buffers take times from year 1 to year 9999; the earliest of them is for widget \"%s\" at %s.",
-					   work->skipped_widget,
-					   timestamptz_to_str(work->skipped_ts))));
+			(errcode(ERRCODE_DATA_EXCEPTION),
+			 errmsg_plural("%d reading of \"%s\" stored but not buffered",
+						   "%d readings of \"%s\" stored but not buffered",
+						   total, total, RelationGetRelationName(rel)),
+			 errdetail("Widget buffers cannot take them: %s.", detail.data)));
 }
 
 /*
@@ -579,23 +614,38 @@ livewidget_buffer_readings(PG_FUNCTION_ARGS)
 	/* keep our own allocations out of SPI's context */
 	MemoryContextSwitchTo(stmtcxt);
 
-	lock_widgets(&work);
-	if (work.nwidgets > 0)
+	work.table = find_table(trigdata);
+	if (work.table->problem != NULL)
 	{
-		load_new_readings(&work);
-		load_oldest_samples(&work);
-		for (int i = 0; i < work.nwidgets; i++)
-			settle_widget(&work.widgets[i]);
-		delete_pushed_out(&work);
-		write_new_samples(&work);
-		save_states(&work);
+		/* a mapping broken by ALTER TABLE must not fail the insert */
+		ereport(WARNING,
+				(errcode(ERRCODE_DATA_EXCEPTION),
+				 errmsg("readings of \"%s\" stored but not buffered",
+						RelationGetRelationName(trigdata->tg_relation)),
+				 errdetail("%s", work.table->problem),
+				 errhint("Attach the table again with livewidget.attach() and the columns it has now.")));
+	}
+	else
+	{
+		lock_widgets(&work);
+		if (work.nwidgets > 0 || work.table->keys_nullable)
+			load_new_readings(&work);
+		if (work.nwidgets > 0)
+		{
+			load_oldest_samples(&work);
+			for (int i = 0; i < work.nwidgets; i++)
+				settle_widget(&work.widgets[i]);
+			delete_pushed_out(&work);
+			write_new_samples(&work);
+			save_states(&work);
+		}
 	}
 
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
 
 	notify_new_samples(&work);
-	report_skipped(&work);
+	report_skipped(&work, trigdata->tg_relation);
 
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextDelete(stmtcxt);

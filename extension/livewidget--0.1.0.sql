@@ -91,6 +91,21 @@ CREATE TABLE livewidget.widget_state (
 );
 
 --
+-- The readings tables that feed widgets, and the names of their columns
+-- (see livewidget.attach()).  Change it through attach() and detach()
+-- only: they also create and drop the buffer trigger on the table.
+-- unit_column is null for a table without units.
+--
+CREATE TABLE livewidget.attached_table (
+    readings regclass PRIMARY KEY,
+    device_column name NOT NULL,
+    sensor_column name NOT NULL,
+    value_column name NOT NULL,
+    unit_column name,
+    ts_column name NOT NULL
+);
+
+--
 -- pg_dump keeps the rows of every table and the identity counters.  Its
 -- data restore order is by table name, so sensor_data is loaded before
 -- tracked_variable and the restored readings are not buffered a second
@@ -107,6 +122,12 @@ SELECT pg_catalog.pg_extension_config_dump('livewidget.tracked_variable', '');
 SELECT pg_catalog.pg_extension_config_dump('livewidget.widget_sample', '');
 SELECT pg_catalog.pg_extension_config_dump('livewidget.widget_state', '');
 SELECT pg_catalog.pg_extension_config_dump('livewidget.sensor_data_id_seq', '');
+-- sensor_data's row comes back with CREATE EXTENSION itself.
+-- XXX A detached sensor_data is therefore attached again by a restore;
+-- call livewidget.detach() after it.  Dumping the row too would make the
+-- restore fail on its primary key instead.
+SELECT pg_catalog.pg_extension_config_dump('livewidget.attached_table',
+    $$WHERE readings <> 'livewidget.sensor_data'::regclass$$);
 SELECT pg_catalog.pg_extension_config_dump('livewidget.tracked_variable_id_seq', '');
 
 --
@@ -192,11 +213,59 @@ SET search_path = pg_catalog, pg_temp;
 -- Nobody else may hang this owner-rights function on a table of theirs.
 REVOKE ALL ON FUNCTION livewidget.buffer_readings() FROM PUBLIC;
 
-CREATE TRIGGER buffer_readings
-    AFTER INSERT ON livewidget.sensor_data
-    REFERENCING NEW TABLE AS new_readings
+--
+-- Which tables feed widgets.  attach() and detach() run as their caller,
+-- who must own the table; they are not granted to PUBLIC.
+--
+CREATE FUNCTION livewidget.attach(
+    readings regclass,
+    device_column name DEFAULT 'device_id',
+    sensor_column name DEFAULT 'sensor_type',
+    value_column name DEFAULT 'value',
+    unit_column name DEFAULT 'unit',
+    ts_column name DEFAULT 'ts')
+RETURNS void
+AS 'MODULE_PATHNAME', 'livewidget_attach'
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+
+COMMENT ON FUNCTION livewidget.attach(regclass, name, name, name, name, name) IS
+'feed widgets from a readings table, under the given column names; replaces the mapping of a table already attached';
+
+CREATE FUNCTION livewidget.detach(readings regclass)
+RETURNS void
+AS 'MODULE_PATHNAME', 'livewidget_detach'
+LANGUAGE C VOLATILE
+SET search_path = pg_catalog, pg_temp;
+
+COMMENT ON FUNCTION livewidget.detach(regclass) IS
+'stop feeding widgets from a readings table and drop its buffer trigger';
+
+REVOKE ALL ON FUNCTION livewidget.attach(regclass, name, name, name, name, name) FROM PUBLIC;
+REVOKE ALL ON FUNCTION livewidget.detach(regclass) FROM PUBLIC;
+
+-- A real as the double of its shortest decimal form (24.8 stays 24.8).
+CREATE FUNCTION livewidget.real_value(real)
+RETURNS double precision
+AS 'MODULE_PATHNAME', 'livewidget_real_value'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+-- Every backend forgets its cached mappings when they change.
+CREATE FUNCTION livewidget.attachments_changed()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'livewidget_attachments_changed'
+LANGUAGE C
+SET search_path = pg_catalog, pg_temp;
+
+REVOKE ALL ON FUNCTION livewidget.attachments_changed() FROM PUBLIC;
+
+CREATE TRIGGER attachments_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON livewidget.attached_table
     FOR EACH STATEMENT
-    EXECUTE FUNCTION livewidget.buffer_readings();
+    EXECUTE FUNCTION livewidget.attachments_changed();
+
+-- sensor_data feeds widgets from the start; detach() may undo that.
+SELECT livewidget.attach('livewidget.sensor_data');
 
 --
 -- Let every role see the schema; reading or writing a table still takes

@@ -32,7 +32,7 @@
 
 PG_MODULE_MAGIC;
 
-#define LW_MAX_QUERY_ARGS	5
+#define LW_MAX_QUERY_ARGS	6
 
 typedef struct LwQuery
 {
@@ -46,54 +46,6 @@ typedef struct LwQuery
  * guarantees; the callers say why they need it.
  */
 static const LwQuery lw_queries[LW_Q_COUNT] = {
-	/*
-	 * LW_Q_LOCK_WIDGETS: lock the state rows of the widgets fed by the new
-	 * readings, in widget id order.  LockRows runs above the sort, so the
-	 * locks are taken in that order and two statements cannot deadlock on
-	 * each other.  Widgets without a state row were not made by track()
-	 * and are not fed.
-	 */
-	[LW_Q_LOCK_WIDGETS] = {
-		"SELECT s.widget_id, s.last_seq, s.sample_count, t.max_samples"
-		"  FROM livewidget.widget_state AS s"
-		"  JOIN livewidget.tracked_variable AS t ON t.widget_id = s.widget_id"
-		" WHERE EXISTS (SELECT 1 FROM new_readings AS n"
-		"                WHERE n.device_id = t.device_id"
-		"                  AND n.sensor_type = t.sensor_type)"
-		" ORDER BY s.widget_id COLLATE \"C\""
-		"   FOR UPDATE OF s",
-		0, {0}
-	},
-
-	/*
-	 * LW_Q_NEW_SAMPLES: the new readings per widget, at most max_samples
-	 * of them (older ones of the same statement are pushed out by these
-	 * and never written), oldest first.  "ord" numbers the rows of the
-	 * statement in insertion order: row_number() over an unordered window
-	 * follows the scan of the transition table, which is insertion order.
-	 * Readings whose time the buffer cannot show come back with
-	 * in_range = false, unranked, so that they can be reported.
-	 */
-	[LW_Q_NEW_SAMPLES] = {
-		"SELECT c.widget_id, c.ord, c.ts, c.value, c.unit, c.in_range"
-		"  FROM (SELECT t.widget_id, t.max_samples, n.ord, n.ts, n.value,"
-		"               n.unit, n.in_range,"
-		"               row_number() OVER (PARTITION BY t.widget_id, n.in_range"
-		"                                  ORDER BY n.ts DESC, n.ord DESC)"
-		"                 AS newest"
-		"          FROM (SELECT row_number() OVER () AS ord, r.device_id,"
-		"                       r.sensor_type, r.ts, r.value, r.unit,"
-		"                       (r.ts >= " LW_TS_LOW_SQL
-		"                        AND r.ts < " LW_TS_HIGH_SQL ") AS in_range"
-		"                  FROM new_readings AS r) AS n"
-		"          JOIN livewidget.tracked_variable AS t"
-		"            ON t.device_id = n.device_id"
-		"           AND t.sensor_type = n.sensor_type) AS c"
-		" WHERE c.newest <= c.max_samples OR NOT c.in_range"
-		" ORDER BY c.widget_id COLLATE \"C\", c.ts, c.ord",
-		0, {0}
-	},
-
 	/*
 	 * LW_Q_OLDEST_SAMPLES: for each widget $1[i], its $2[i] oldest samples
 	 * by (ts, seq): the only ones new readings can push out.
@@ -210,23 +162,6 @@ static const LwQuery lw_queries[LW_Q_COUNT] = {
 	},
 
 	/*
-	 * LW_Q_FILL_PICK: the $3 newest readings of device $1, sensor $2 that
-	 * a sample can show, oldest first.  Ties on ts are broken by id: the
-	 * later insert is the newer reading.
-	 */
-	[LW_Q_FILL_PICK] = {
-		"SELECT p.ts, p.value, p.unit"
-		"  FROM (SELECT d.ts, d.value, d.unit, d.id"
-		"          FROM livewidget.sensor_data AS d"
-		"         WHERE d.device_id = $1 AND d.sensor_type = $2"
-		"           AND d.ts >= " LW_TS_LOW_SQL
-		"           AND d.ts < " LW_TS_HIGH_SQL
-		"         ORDER BY d.ts DESC, d.id DESC LIMIT $3) AS p"
-		" ORDER BY p.ts, p.id",
-		3, {TEXTOID, TEXTOID, INT4OID}
-	},
-
-	/*
 	 * LW_Q_SAMPLES_FOR_DASHBOARD: no row when widget $1 is not on
 	 * dashboard $2, one all-null row when its buffer is empty.
 	 */
@@ -252,6 +187,65 @@ static const LwQuery lw_queries[LW_Q_COUNT] = {
 		" WHERE st.widget_id = $1"
 		" ORDER BY s.seq",
 		2, {TEXTOID, INT8OID}
+	},
+	/* LW_Q_GET_ATTACHMENT: the column names of table $1, unit may be null */
+	[LW_Q_GET_ATTACHMENT] = {
+		"SELECT device_column, sensor_column, value_column, unit_column,"
+		"       ts_column"
+		"  FROM livewidget.attached_table WHERE readings = $1",
+		1, {OIDOID}
+	},
+
+	[LW_Q_LIST_ATTACHMENTS] = {
+		"SELECT readings::oid FROM livewidget.attached_table ORDER BY 1",
+		0, {0}
+	},
+
+	/* LW_Q_PUT_ATTACHMENT: create or replace the mapping of a table */
+	[LW_Q_PUT_ATTACHMENT] = {
+		"INSERT INTO livewidget.attached_table AS a"
+		"       (readings, device_column, sensor_column, value_column,"
+		"        unit_column, ts_column)"
+		" VALUES ($1, $2, $3, $4, $5, $6)"
+		" ON CONFLICT (readings) DO UPDATE"
+		"   SET device_column = excluded.device_column,"
+		"       sensor_column = excluded.sensor_column,"
+		"       value_column = excluded.value_column,"
+		"       unit_column = excluded.unit_column,"
+		"       ts_column = excluded.ts_column",
+		6, {OIDOID, NAMEOID, NAMEOID, NAMEOID, NAMEOID, NAMEOID}
+	},
+
+	[LW_Q_DELETE_ATTACHMENT] = {
+		"DELETE FROM livewidget.attached_table WHERE readings = $1",
+		1, {OIDOID}
+	},
+
+	/*
+	 * LW_Q_FIND_TRIGGER: whether table $1 has a trigger named
+	 * buffer_readings, and whether it runs livewidget.buffer_readings().
+	 */
+	[LW_Q_FIND_TRIGGER] = {
+		"SELECT tgfoid = 'livewidget.buffer_readings()'::regprocedure"
+		"  FROM pg_catalog.pg_trigger"
+		" WHERE tgrelid = $1 AND tgname = 'buffer_readings'"
+		"   AND NOT tgisinternal",
+		1, {OIDOID}
+	},
+
+	/*
+	 * LW_Q_INTEGER_KEY: the column of table $1's primary key when it is a
+	 * single integer column, which orders its rows by insertion.
+	 */
+	[LW_Q_INTEGER_KEY] = {
+		"SELECT a.attname"
+		"  FROM pg_catalog.pg_index AS i"
+		"  JOIN pg_catalog.pg_attribute AS a"
+		"    ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]"
+		" WHERE i.indrelid = $1 AND i.indisprimary AND i.indnkeyatts = 1"
+		"   AND a.atttypid IN ('int2'::regtype, 'int4'::regtype,"
+		"                      'int8'::regtype)",
+		1, {OIDOID}
 	},
 };
 
@@ -303,11 +297,24 @@ void
 lw_execute(LwQueryId id, Datum *values, const bool *nulls, bool read_only,
 		   int expected)
 {
+	lw_execute_plan(lw_plan(id), lw_queries[id].nargs, values, nulls,
+					read_only, expected);
+}
+
+/*
+ * lw_execute_plan
+ *		lw_execute() for a plan that is not in the table above (the
+ *		per-table queries of attach.c); nargs at most LW_MAX_QUERY_ARGS.
+ */
+void
+lw_execute_plan(SPIPlanPtr plan, int nargs, Datum *values, const bool *nulls,
+				bool read_only, int expected)
+{
 	MemoryContext callercxt = CurrentMemoryContext;
 	char		nullflags[LW_MAX_QUERY_ARGS + 1];
-	int			nargs = lw_queries[id].nargs;
 	int			rc;
 
+	Assert(nargs <= LW_MAX_QUERY_ARGS);
 	for (int i = 0; i < nargs; i++)
 		nullflags[i] = (nulls != NULL && nulls[i]) ? 'n' : ' ';
 	nullflags[nargs] = '\0';
@@ -322,34 +329,16 @@ lw_execute(LwQueryId id, Datum *values, const bool *nulls, bool read_only,
 		 * a concurrently updated state row still fails with a
 		 * serialization error.
 		 */
-		rc = SPI_execute_snapshot(lw_plan(id), values, nullflags,
+		rc = SPI_execute_snapshot(plan, values, nullflags,
 								  GetLatestSnapshot(), InvalidSnapshot,
 								  false, true, 0);
 	}
 	else
-		rc = SPI_execute_plan(lw_plan(id), values, nullflags, read_only, 0);
+		rc = SPI_execute_plan(plan, values, nullflags, read_only, 0);
 	MemoryContextSwitchTo(callercxt);
 	if (rc != expected)
-		elog(ERROR, "livewidget query %d failed: %s", (int) id,
+		elog(ERROR, "livewidget query failed: %s",
 			 SPI_result_code_string(rc));
-}
-
-/*
- * lw_sensor_data_relid
- *		OID of livewidget.sensor_data.
- *
- * Looked up each time rather than cached: the extension may be dropped
- * and created again in a session.
- */
-Oid
-lw_sensor_data_relid(void)
-{
-	Oid			nspid = get_namespace_oid("livewidget", false);
-	Oid			relid = get_relname_relid("sensor_data", nspid);
-
-	if (!OidIsValid(relid))
-		elog(ERROR, "relation \"livewidget.sensor_data\" does not exist");
-	return relid;
 }
 
 /*

@@ -6,7 +6,8 @@
  * The extension keeps, per dashboard widget, a buffer of the newest
  * samples of one device+sensor and notifies listeners of new ones.
  *
- *	  reading	one row of livewidget.sensor_data, kept whole
+ *	  reading	one row of an attached readings table (livewidget.sensor_data
+ *				or any other, see attach.c), kept whole
  *	  sample	one buffered copy of a reading in livewidget.widget_sample,
  *				numbered by seq per widget
  *
@@ -63,14 +64,12 @@ typedef struct LwSample
 } LwSample;
 
 /*
- * The queries of the extension.  The text of each is in livewidget.c.
- * LW_Q_LOCK_WIDGETS and LW_Q_NEW_SAMPLES read the transition table of the
- * buffer trigger ("new_readings") and so are only valid inside it.
+ * The fixed queries of the extension.  The text of each is in
+ * livewidget.c.  The queries that read a readings table are built per
+ * table from its mapping, in attach.c.
  */
 typedef enum LwQueryId
 {
-	LW_Q_LOCK_WIDGETS,
-	LW_Q_NEW_SAMPLES,
 	LW_Q_OLDEST_SAMPLES,
 	LW_Q_INSERT_SAMPLES,
 	LW_Q_DELETE_SAMPLES,
@@ -82,17 +81,47 @@ typedef enum LwQueryId
 	LW_Q_PUT_MAPPING,
 	LW_Q_DELETE_MAPPING,
 	LW_Q_TRIM_BUFFER,
-	LW_Q_FILL_PICK,
 	LW_Q_SAMPLES_FOR_DASHBOARD,
 	LW_Q_SAMPLES_AFTER,
+	LW_Q_GET_ATTACHMENT,
+	LW_Q_LIST_ATTACHMENTS,
+	LW_Q_PUT_ATTACHMENT,
+	LW_Q_DELETE_ATTACHMENT,
+	LW_Q_FIND_TRIGGER,
+	LW_Q_INTEGER_KEY,
 	LW_Q_COUNT					/* number of queries, not a query */
 } LwQueryId;
+
+/*
+ * Why a reading of an attached table is stored but not buffered: the
+ * "problem" column of the per-table query of new readings (attach.c).
+ */
+#define LW_SKIP_NULL		1	/* null device, sensor, value or time */
+#define LW_SKIP_NOT_FINITE	2	/* NaN, infinity, or beyond a double */
+#define LW_SKIP_TIME		3	/* outside years 1 to 9999 UTC */
+
+/*
+ * A readings table as the buffer trigger sees it, cached per backend by
+ * table OID (attach.c).  The plans read the transition table
+ * "new_readings" and are only valid inside the trigger.
+ */
+typedef struct LwAttachment
+{
+	Oid			relid;			/* hash key */
+	bool		valid;			/* false once invalidated */
+	bool		attached;		/* has a row in attached_table */
+	char	   *problem;		/* why the mapping cannot be used, or NULL */
+	bool		keys_nullable;	/* device or sensor column may be null */
+	SPIPlanPtr	lock_plan;		/* lock the fed widgets' state rows */
+	SPIPlanPtr	new_plan;		/* new readings per widget */
+} LwAttachment;
 
 /* livewidget.c */
 extern SPIPlanPtr lw_plan(LwQueryId id);
 extern void lw_execute(LwQueryId id, Datum *values, const bool *nulls,
 					   bool read_only, int expected);
-extern Oid	lw_sensor_data_relid(void);
+extern void lw_execute_plan(SPIPlanPtr plan, int nargs, Datum *values,
+							const bool *nulls, bool read_only, int expected);
 extern char *lw_clip_unit(const char *unit);
 extern Datum lw_build_array(Datum *elems, const bool *nulls, int n,
 							Oid elemtype);
@@ -104,6 +133,11 @@ extern void lw_append_value(StringInfo buf, float8 value);
 extern void lw_append_sample(StringInfo buf, const LwSample *sample);
 extern void lw_notify_samples(const char *widget_id, const LwSample *samples,
 							  int nsamples);
+
+/* attach.c */
+extern LwAttachment *lw_attachment(Oid relid);
+extern void lw_lock_attached_tables(void);
+extern SPIPlanPtr lw_fill_plan(void);
 
 /* track.c */
 extern void lw_check_widget_id(const char *widget_id);

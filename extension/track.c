@@ -4,9 +4,10 @@
  *	  livewidget.track() and livewidget.untrack(): the mapping of a
  *	  device+sensor to a widget, and the buffer changes that go with it.
  *
- * Concurrency: both take a SHARE lock on livewidget.sensor_data before
- * anything else.  It waits for the inserting statements in progress to
- * commit and holds back new ones until this transaction ends, so a reading
+ * Concurrency: track(), untrack() and refill() take a SHARE lock on every
+ * attached readings table before anything else.  It waits for the
+ * inserting statements in progress to commit and holds back new ones
+ * until this transaction ends, so a reading
  * committed while track() runs is either already in the table when the
  * buffer is filled, or inserted after the new mapping is visible to the
  * buffer trigger; it is never missed by both.  Then they lock the
@@ -199,7 +200,7 @@ trim_buffer(WidgetState *state, int keep)
 
 /*
  * insert_fill
- *		Write the rows of LW_Q_FILL_PICK (oldest first) as samples with the
+ *		Write the rows of the fill query (oldest first) as samples with the
  *		next seqs.
  */
 static void
@@ -238,8 +239,9 @@ insert_fill(WidgetState *state, SPITupleTable *tt, int n)
 
 /*
  * fill_buffer
- *		Fill an empty buffer with the newest readings of device+sensor, up
- *		to max_samples, numbered oldest first.  Returns how many.
+ *		Fill an empty buffer with the newest readings of device+sensor in
+ *		all attached tables, up to max_samples, numbered oldest first.
+ *		Returns how many.
  */
 static int
 fill_buffer(WidgetState *state, const char *device_id,
@@ -251,7 +253,7 @@ fill_buffer(WidgetState *state, const char *device_id,
 	args[0] = CStringGetTextDatum(device_id);
 	args[1] = CStringGetTextDatum(sensor_type);
 	args[2] = Int32GetDatum(max_samples);
-	lw_execute(LW_Q_FILL_PICK, args, NULL, false, SPI_OK_SELECT);
+	lw_execute_plan(lw_fill_plan(), 3, args, NULL, false, SPI_OK_SELECT);
 	n = (int) SPI_processed;
 	if (n > 0)
 		insert_fill(state, SPI_tuptable, n);
@@ -368,10 +370,9 @@ livewidget_track(PG_FUNCTION_ARGS)
 	if (get_call_result_type(fcinfo, NULL, &rowdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type of livewidget.track must be a row type");
 
-	LockRelationOid(lw_sensor_data_relid(), ShareLock);
-
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	lw_lock_attached_tables();
 
 	lock_state(&state, widget_id, true);
 	get_mapping(&old, widget_id);
@@ -411,10 +412,9 @@ livewidget_untrack(PG_FUNCTION_ARGS)
 	widget_id = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	arg = CStringGetTextDatum(widget_id);
 
-	LockRelationOid(lw_sensor_data_relid(), ShareLock);
-
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	lw_lock_attached_tables();
 
 	lock_state(&state, widget_id, false);
 	lw_execute(LW_Q_DELETE_MAPPING, &arg, NULL, false, SPI_OK_DELETE);
@@ -445,10 +445,9 @@ livewidget_refill(PG_FUNCTION_ARGS)
 	Mapping		map;
 	int			n;
 
-	LockRelationOid(lw_sensor_data_relid(), ShareLock);
-
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
+	lw_lock_attached_tables();
 
 	/* the state row lock first, as track() takes it, then the mapping */
 	map.found = lock_state(&state, widget_id, false);

@@ -124,7 +124,7 @@ SELECT set_eq(
        WHERE extname = 'livewidget'$$,
     ARRAY['livewidget.sensor_data', 'livewidget.tracked_variable',
           'livewidget.widget_sample', 'livewidget.widget_state',
-          'livewidget.sensor_data_id_seq', 'livewidget.tracked_variable_id_seq'],
+          'livewidget.attached_table', 'livewidget.sensor_data_id_seq', 'livewidget.tracked_variable_id_seq'],
     'every table and counter of the extension is dumped');
 
 SELECT * FROM finish();
