@@ -62,7 +62,8 @@ logged_as(const char *msg, const char *want)
 	size_t		len = strlen(want);
 
 	logged(msg);
-	return strncmp(message, want, len) == 0 && strcmp(message + len, "\n") == 0;
+	return strncmp(message, want, len) == 0 &&
+		strcmp(message + len, "\n") == 0;
 }
 
 /* Is s valid UTF-8 throughout? */
