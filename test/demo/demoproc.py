@@ -103,7 +103,10 @@ def wait_until_gone(pids, grace=LEFTOVER_GRACE):
 class DemoProcess:
     """One demo/run, its output lines, ports and base directory."""
 
-    def __init__(self, args=(), skip_install=True, **env_extra):
+    def __init__(self, args=(), skip_install=True, read_output=True,
+                 **env_extra):
+        """read_output=False: no reader thread; the test reads with
+        read_line() and may close the pipe, as a reader that goes away."""
         self.http_port, self.mqtt_port, self.pg_port = free_ports(3)
         self.base = tempfile.mkdtemp(prefix="lw-test-demo-")
         os.chmod(self.base, 0o755)
@@ -128,8 +131,10 @@ class DemoProcess:
                                      stderr=subprocess.STDOUT, text=True,
                                      env=env, start_new_session=True,
                                      preexec_fn=_child_setup)
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
+        self.reader = None
+        if read_output:
+            self.reader = threading.Thread(target=self._read, daemon=True)
+            self.reader.start()
 
     def _read(self):
         for line in self.proc.stdout:
@@ -139,6 +144,20 @@ class DemoProcess:
         with self.cond:
             self.eof = True
             self.cond.notify_all()
+
+    def read_line(self, pattern):
+        """Read (in this thread) up to a line matching pattern."""
+        regex = re.compile(pattern)
+        for line in self.proc.stdout:
+            with self.cond:
+                self.lines.append(line.rstrip("\n"))
+            if regex.search(line):
+                return line
+        raise AssertionError("no line matching %r:\n%s" % (pattern,
+                                                            self.output()))
+
+    def close_output(self):
+        self.proc.stdout.close()
 
     def output(self):
         with self.cond:
@@ -211,7 +230,8 @@ class DemoProcess:
 
     def wait_exit(self, timeout=STOP_TIMEOUT):
         status = self.proc.wait(timeout)
-        self.reader.join(10)
+        if self.reader is not None:
+            self.reader.join(10)
         return status
 
     def leftovers(self):
@@ -247,12 +267,19 @@ class DemoProcess:
             except subprocess.TimeoutExpired:
                 self.signal(signal.SIGKILL)
                 self.proc.wait()
-        left = processes_mentioning(self.base)
-        for pid in left:
-            _kill_leftover(pid, signal.SIGTERM)
-        for pid in wait_until_gone(left, 10.0):
-            _kill_leftover(pid, signal.SIGKILL)
-        shutil.rmtree(self.base, ignore_errors=True)
+        remove_leftovers(self.base)
+
+
+def remove_leftovers(base):
+    """Stop every process naming base, then remove base: the last resort
+    when a demo failed to clean up after itself."""
+    left = processes_mentioning(base)
+    for pid in left:
+        _kill_leftover(pid, signal.SIGTERM)
+    for pid in wait_until_gone(left, 10.0):
+        _kill_leftover(pid, signal.SIGKILL)
+    wait_until_gone(left, 10.0)
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def _cmdline(pid):

@@ -129,3 +129,28 @@ def test_the_next_demo_starts_on_the_same_ports(start_demo):
                         LW_DEMO_PG_PORT=str(first.pg_port)).wait_started()
     assert second.interrupt() == 0, second.output()
     second.assert_nothing_left()
+
+
+# The reader of the output goes away --------------------------------------
+
+def test_ctrl_c_after_the_output_reader_is_gone(start_demo):
+    """As with "demo/run | tee log": Ctrl-C ends tee too, and the demo's
+    "stopping" goes to a closed pipe."""
+    demo = start_demo(read_output=False)
+    demo.read_line(r"^demo: replaying")
+    demo.close_output()
+    send(demo, [(0, INT, True)])
+    assert demo.wait_exit() == 0
+    demo.assert_nothing_left()
+
+
+@pytest.mark.parametrize("line", [r"^demo: building",
+                                  r"^demo: starting PostgreSQL",
+                                  r"^demo: Mosquitto started"])
+def test_output_reader_gone_during_start_up(start_demo, line):
+    """As with "demo/run | head -3": the next message finds no reader."""
+    demo = start_demo(read_output=False)
+    demo.read_line(line)
+    demo.close_output()
+    assert demo.wait_exit() == 0
+    demo.assert_nothing_left()
