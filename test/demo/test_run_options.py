@@ -114,3 +114,11 @@ def test_keep_after_ctrl_c(start_demo):
         assert os.path.getsize(os.path.join(demo.tmp, log)) > 0, log
     assert os.path.exists(os.path.join(demo.tmp, "replay.log"))
     shutil.rmtree(demo.tmp)
+
+
+def test_a_missing_tmpdir_is_a_clear_error(start_demo):
+    demo = start_demo(LW_DEMO_TMPDIR="/nonexistent/lw-demo")
+    assert demo.wait_exit() == 1, demo.output()
+    assert "demo: error: could not create a directory in /nonexistent/lw-demo" \
+        in demo.output()
+    assert "demo: stopping" not in demo.output()
