@@ -12,11 +12,21 @@ LW_DEMO_TMPDIR, so that what it leaves behind can be found by that
 directory even when the demo was stopped before it printed anything.
 """
 
+import fcntl
+import os
+import pty
 import re
 import signal
+import subprocess
+import tempfile
+import termios
+import threading
 import time
 
 import pytest
+
+from demoproc import DEMO_RUN, free_ports, processes_mentioning, \
+    remove_leftovers
 
 INT, TERM = signal.SIGINT, signal.SIGTERM
 
@@ -154,3 +164,62 @@ def test_output_reader_gone_during_start_up(start_demo, line):
     demo.close_output()
     assert demo.wait_exit() == 0
     demo.assert_nothing_left()
+
+
+# On a real terminal ------------------------------------------------------
+
+def test_ctrl_c_typed_on_a_terminal():
+    """^C written to a pseudo-terminal, twice, 50 ms apart: the terminal
+    itself signals its foreground group, as when a user presses Ctrl-C."""
+    base = tempfile.mkdtemp(prefix="lw-test-demo-")
+    os.chmod(base, 0o755)
+    http, mqtt_port, pg = free_ports(3)
+    env = dict(os.environ, LW_DEMO_SKIP_INSTALL="1", LW_DEMO_TMPDIR=base,
+               LW_DEMO_HTTP_PORT=str(http), LW_DEMO_MQTT_PORT=str(mqtt_port),
+               LW_DEMO_PG_PORT=str(pg), LW_DEMO_SPEED="36000")
+    env.pop("LW_DEMO_KEEP", None)
+    master, slave = pty.openpty()
+
+    def on_the_terminal():
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen([DEMO_RUN], stdin=slave, stdout=slave,
+                            stderr=slave, env=env, start_new_session=True,
+                            preexec_fn=on_the_terminal)
+    os.close(slave)
+    seen = []
+
+    def read():
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:
+                return
+            if not data:
+                return
+            seen.append(data.decode(errors="replace"))
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 120
+        while "demo: replaying" not in "".join(seen):
+            assert proc.poll() is None and time.monotonic() < deadline, \
+                "".join(seen)
+            time.sleep(0.1)
+        os.write(master, b"\x03")
+        time.sleep(0.05)
+        os.write(master, b"\x03")
+        assert proc.wait(90) == 0, "".join(seen)
+        reader.join(5)
+        output = "".join(seen)
+        assert output.count("demo: stopping") == 1, output
+        assert not DEATH_NOTICE.search(output.replace("^C", "")), output
+        assert processes_mentioning(base) == [], output
+        assert os.listdir(base) == [], output
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        remove_leftovers(base)
+        os.close(master)
