@@ -20,47 +20,86 @@
  *	- store synchronously in the callback, so that what the broker has had
  *	  acknowledged is the message being stored and nothing else;
  *	- when the database fails (not the message's fault), keep the message
- *	  ourselves ("held"), disconnect from the broker at once so that it
- *	  keeps everything published meanwhile in the persistent session
- *	  (cleansession 0), store the held messages in order once the database
+ *	  ourselves ("held", held.c), disconnect from the broker at once so
+ *	  that it keeps everything published meanwhile in the persistent
+ *	  session (cleansession 0), store the held messages once the database
  *	  is back, and only then connect again.
  *
  * Only the few messages that paho acknowledged between the failure and
  * the disconnect are held (up to the broker's in-flight window); they are
- * stored before any later message, so order is kept.  With spool_file
- * they are also written to disk (spool.c) and survive a stop or a crash.
+ * stored before any later message of their device, so order is kept.
+ * With spool_file they are also written to disk (spool.c) and survive a
+ * stop or a crash.
+ *
+ * A lock wait is not an outage.  The INSERT's trigger updates the rows of
+ * the device's widgets, so another session that inserted a reading of
+ * device X and keeps its transaction open makes every INSERT for X wait
+ * until it ends.  Ingest's connections set lock_timeout (DB_LOCK_TIMEOUT),
+ * and a store that meets a lock or statement timeout, a deadlock or a
+ * serialization failure finds the device "busy": the database answers,
+ * only this device cannot be written now.  Its message is held under the
+ * device, its later messages are held behind it (order matters within a
+ * device only), and the worker retries it on a connection of its own,
+ * while on_message() goes on storing every other device.  MQTT stays
+ * connected and ingest stays ready; only when more than HELD_MAX_MESSAGES
+ * or HELD_MAX_BYTES are held is MQTT paused, until half of it is stored.
+ *
+ * Why not a pool of connections keyed by device: storing stays in the
+ * callback (see above), so that no more than one message taken from the
+ * broker is ever waiting for the database outside the held set; the
+ * retries are all a second connection is needed for.
+ *
+ * XXX The first message of a device whose rows are locked still holds up
+ * paho's receive thread, and with it every device, for DB_LOCK_TIMEOUT;
+ * later ones of that device are held at once.  A transaction that keeps
+ * many devices' widgets locked slows ingest to one such device a second
+ * until each has been found busy.  A shorter lock_timeout would shorten
+ * that, but turn the ordinary short waits of concurrent writers into
+ * retries.
+ *
+ * Stopping.  A graceful stop lets the broker go (see "Redeliveries"),
+ * then stores what is held before it returns.  Without spool_file that
+ * takes as long as the database needs: the log says every
+ * STOP_LOG_SECONDS how many messages wait and why, and a second signal
+ * ends the process at once (main.c), losing them.  With spool_file they
+ * stay in the file for the next start.
  *
  * Redeliveries.  paho closes the socket with the broker's next messages
- * still unread, so the kernel resets the connection, and the broker may
- * drop the last PUBACKs it had not read yet: it then sends those messages
- * again on the next connection, with their packet id and the DUP flag.
- * A message with DUP set whose packet id and content (hash of topic and
- * payload) match one taken on the previous connection is therefore
+ * still unread, so the kernel resets the connection, and the broker drops
+ * the last PUBACKs it had not read yet: it sends those messages again on
+ * the next connection, with their packet id and the DUP flag.  So before
+ * every disconnect ingest waits QUIESCE_MS, and on_message() as long after
+ * each message taken meanwhile (paho reads nothing while its callback
+ * runs): the broker reads every PUBACK before the reset.  Should one still
+ * be lost, a message with DUP set whose packet id and content (hash of
+ * topic and payload) match one taken on the previous connection is
  * skipped; the ids of the last connection go to the spool file at a stop
  * so that the next process knows them too.
  *
  * XXX A crash (not a graceful stop) while a message is being stored loses
  * it: the broker has its PUBACK.  Without spool_file, so do the messages
- * held at a crash, or at a stop when the database is not back within
- * STOP_DRAIN_SECONDS (the log says how many).  A client library with
- * manual acknowledgement (PUBACK after COMMIT) would close the first
- * window; paho.mqtt.c has none.
+ * held at a crash, or at a stop ended by a second signal (the log said how
+ * many).  A client library with manual acknowledgement (PUBACK after
+ * COMMIT) would close the first window; paho.mqtt.c has none.
  *
  * XXX If the connection breaks during COMMIT, the outcome is unknown and
  * the message is stored again later: readings with a device timestamp are
  * then dropped as duplicates, readings without one are stored twice.
  *
  * Threads: paho calls on_message() and the other callbacks on its own
- * threads; the worker thread (ingest_worker) owns reconnecting to the
- * database and storing held messages; the main thread calls the public
- * functions.  state.lock serialises every use of the database connection
- * and the held list.  No MQTTAsync function is ever called with state.lock
- * held, since paho may hold its own mutex while it runs a callback that
- * waits for state.lock.  Counters are atomics, read without the lock.
+ * threads and on_message() stores on state.conn; the worker thread
+ * (ingest_worker) owns the database's availability, storing held messages
+ * on a connection of its own, and pausing and resuming MQTT; the main
+ * thread calls the public functions.  state.lock guards state.conn, the
+ * held set and the flags; the worker lets go of it while its own
+ * connection works.  No MQTTAsync function is ever called with state.lock
+ * held, since paho holds its own mutex while it runs a callback that may
+ * wait for state.lock.  Counters are atomics, read without the lock.
  *
  * Terms: "rejected" means refused for its content, logged and counted,
  * never retried; "held" means taken from the broker but not yet stored
- * because the database is unavailable.
+ * because the database is unavailable or the device busy; "busy" means
+ * the database answers but cannot write this device now.
  *
  *-------------------------------------------------------------------------
  */
@@ -78,6 +117,7 @@
 #include <libpq-fe.h>
 
 #include "config.h"
+#include "held.h"
 #include "ingest.h"
 #include "log.h"
 #include "reading.h"
@@ -90,17 +130,43 @@
 #define MQTT_DISCONNECT_MS		1000
 
 /*
+ * How long the broker gets to read the last PUBACKs before a disconnect
+ * (see "Redeliveries" above); far more than it needs on a loaded machine,
+ * little enough to go unnoticed in a stop.
+ */
+#define QUIESCE_MS				100
+
+/*
  * Database: reconnect backoff, doubled from MIN to MAX; how long one
  * statement may run (the callback blocks paho's receive thread, which
- * must answer the broker's keepalive); how long connecting may take.
+ * must answer the broker's keepalive); how long one statement may wait
+ * for a lock before its device counts as busy; how long connecting may
+ * take.
  */
 #define DB_BACKOFF_MIN_MS		500
 #define DB_BACKOFF_MAX_MS		30000
 #define DB_STATEMENT_TIMEOUT	"20s"
+#define DB_LOCK_TIMEOUT			"1s"
 #define DB_CONNECT_TIMEOUT		"5"
 
-/* How long a graceful stop keeps trying to store held messages */
-#define STOP_DRAIN_SECONDS		5
+/* Pause between two rounds of retries of busy devices */
+#define BUSY_RETRY_MS			500
+
+/*
+ * The most ingest holds while MQTT stays connected (messages of busy
+ * devices); beyond it MQTT pauses until half of it is stored.  Messages
+ * are at most READING_MAX_PAYLOAD (1 MiB) each.
+ */
+#define HELD_MAX_MESSAGES		10000
+#define HELD_MAX_BYTES			((size_t) 64 * 1024 * 1024)
+
+/*
+ * A stop waiting for the database: how often it says so, and the longest
+ * pause between two attempts (shorter than in an outage, so that the stop
+ * ends soon after the database is back).
+ */
+#define STOP_LOG_SECONDS		10
+#define STOP_BACKOFF_MAX_MS		2000
 
 /*
  * How many of the last packet ids of a connection a stop writes to the
@@ -148,7 +214,8 @@
 typedef enum StoreResult
 {
 	STORE_DONE,					/* stored, or rejected for its content */
-	STORE_DB_FAILED				/* not stored: try again later */
+	STORE_BUSY,					/* the device cannot be written now */
+	STORE_FAILED				/* the database is unavailable */
 } StoreResult;
 
 /* A message as ingest sees it: its topic and payload */
@@ -158,15 +225,6 @@ typedef struct Message
 	const char *payload;
 	size_t		len;
 } Message;
-
-/* A message taken from paho but not stored yet; one allocation */
-typedef struct HeldMessage
-{
-	struct HeldMessage *next;
-	int			msgid;			/* MQTT packet id, 0 for QoS 0 */
-	Message		m;
-	char		data[];			/* the topic, a NUL, the payload */
-} HeldMessage;
 
 /* The last message taken with a packet id (see "Redeliveries" above) */
 typedef struct TakenId
@@ -189,26 +247,28 @@ static struct
 	pthread_cond_t wake;		/* the worker has something to do */
 	pthread_t	worker;
 	bool		worker_running;
-	PGconn	   *conn;
-	bool		holding;		/* database unavailable: held, no MQTT */
-	HeldMessage *held_head;
-	HeldMessage *held_tail;
+	PGconn	   *conn;			/* on_message()'s connection */
+	HeldSet		held;			/* messages not stored yet, by device */
+	bool		holding;		/* database unavailable: all held, no MQTT */
+	bool		full;			/* too much held: no MQTT */
 	int			spool_fd;		/* -1: held messages in memory only */
-	bool		spool_failed;	/* an append failed in this outage */
+	bool		spool_failed;	/* an append failed since nothing was held */
 	uint32_t	connection;		/* broker connections so far */
 	TakenId		taken[65536];	/* by packet id */
 	uint16_t	ring[TAKEN_RING];	/* last ids taken on this connection */
 	uint64_t	ring_count;		/* ids taken on this connection */
 	bool		mqtt_wanted;	/* paho told to be connected */
 	int			backoff_ms;
-	bool		outage;			/* storing failed since the last recovery */
-	bool		stopping;
+	bool		outage_logged;	/* the log said the database is away */
+	bool		stopping;		/* ingest_stop() began */
+	bool		mqtt_closed;	/* ... and let the broker go */
 
 	atomic_bool mqtt_connected;
 	atomic_bool subscribed;
 	atomic_bool ready_db;		/* !holding, for ingest_ready() */
 	atomic_bool mqtt_failure_logged;
 	atomic_bool disconnect_done;
+	atomic_bool quiescing;		/* a disconnect is coming: pause per message */
 
 	atomic_ullong received;
 	atomic_ullong messages_stored;
@@ -217,10 +277,12 @@ static struct
 	atomic_ullong retained_skipped;
 	atomic_ullong redeliveries;
 	atomic_ullong db_errors;
+	atomic_ullong db_busy;
 	atomic_ullong rejected[REJECT_NUM_REASONS];
-	atomic_int	held_count;
+	atomic_int	held_count;		/* state.held.messages, for the metrics */
 } state = {
 	.lock = PTHREAD_MUTEX_INITIALIZER,
+	.held = HELD_SET_INIT,
 	.spool_fd = -1,
 };
 
@@ -353,68 +415,77 @@ log_rejection(const char *device, const Message *m, RejectReason reason,
 				"\"%s\": %s: %s; payload (%zu bytes): \"%s\"",
 				dev, top, reading_reason_name(reason), detail, m->len, body);
 }
-
 /* ----------------------------------------------------------------------
  * The database
+ *
+ * Two connections, each used by one thread at a time: state.conn by
+ * on_message() (under state.lock), the worker's by the worker alone.
  * ----------------------------------------------------------------------
  */
 
 /*
- * Is an error transient, rather than the message's fault?  Errors that say
- * the server or the connection cannot take any message now are: connection
- * (08), read-only standby (25), serialization or deadlock (40), missing
- * table or privilege (42), resources (53), object state or lock (55),
- * shutdown or timeout (57), system (58), configuration file (F0), internal
- * (XX).  Everything else (data exceptions 22, constraint violations 23,
- * whatever a trigger raises for a row) is the message's: it is rejected,
+ * What a failed store means.  The device is busy (STORE_BUSY) when the
+ * statement met a lock or statement timeout (55P03, 57014), a deadlock or
+ * a serialization failure (40P01, 40001): the same store will do later.
+ * The database is unavailable (STORE_FAILED) when the connection is gone
+ * or the error says the server cannot take any message now: connection
+ * (08), read-only standby (25), other transaction rollbacks (40), missing
+ * table or privilege (42), resources (53), object state (55), shutdown
+ * (57), system (58), configuration file (F0), internal (XX).  Everything
+ * else (data exceptions 22, constraint violations 23, whatever a trigger
+ * raises for a row) is the message's fault: it is rejected (STORE_DONE),
  * not tried again.
  */
-static bool
-error_is_transient(const PGresult *res)
+static StoreResult
+classify_error(PGconn *conn, const PGresult *res)
 {
-	static const char *const transient[] = {
+	static const char *const busy[] = {"55P03", "57014", "40P01", "40001"};
+	static const char *const unavailable[] = {
 		"08", "25", "40", "42", "53", "55", "57", "58", "XX", "F0"
 	};
 	const char *sqlstate;
 
-	if (state.conn == NULL || PQstatus(state.conn) != CONNECTION_OK)
-		return true;
+	if (conn == NULL || PQstatus(conn) != CONNECTION_OK)
+		return STORE_FAILED;
 	sqlstate = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
 	if (sqlstate == NULL || strlen(sqlstate) != 5)
-		return true;			/* an error of libpq itself */
-	for (size_t i = 0; i < sizeof(transient) / sizeof(transient[0]); i++)
-		if (strncmp(sqlstate, transient[i], 2) == 0)
-			return true;
-	return false;
+		return STORE_FAILED;	/* an error of libpq itself */
+	for (size_t i = 0; i < sizeof(busy) / sizeof(busy[0]); i++)
+		if (strcmp(sqlstate, busy[i]) == 0)
+			return STORE_BUSY;
+	for (size_t i = 0; i < sizeof(unavailable) / sizeof(unavailable[0]); i++)
+		if (strncmp(sqlstate, unavailable[i], 2) == 0)
+			return STORE_FAILED;
+	return STORE_DONE;
 }
 
 /* The primary message of an error, on one line */
 static const char *
-error_text(const PGresult *res)
+error_text(PGconn *conn, const PGresult *res)
 {
 	const char *msg = NULL;
 
 	if (res != NULL)
 		msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
 
-	if (msg == NULL && state.conn != NULL)
-		msg = PQerrorMessage(state.conn);
+	if (msg == NULL && conn != NULL)
+		msg = PQerrorMessage(conn);
 	return msg && *msg ? msg : "unknown error";
 }
 
 static void
-db_close(void)
+db_close(PGconn **conn)
 {
-	if (state.conn != NULL)
-		PQfinish(state.conn);
-	state.conn = NULL;
+	if (*conn != NULL)
+		PQfinish(*conn);
+	*conn = NULL;
 }
 
 /* Run a statement that returns nothing; returns the failed result or NULL */
 static PGresult *
-db_command(const char *sql)
+db_command(PGconn *conn, const char *sql)
 {
-	PGresult   *res = PQexec(state.conn, sql);
+	PGresult   *res = PQexec(conn, sql);
 
 	if (PQresultStatus(res) == PGRES_COMMAND_OK ||
 		PQresultStatus(res) == PGRES_TUPLES_OK)
@@ -427,9 +498,9 @@ db_command(const char *sql)
 
 /* Prepare one statement; returns the failed result or NULL */
 static PGresult *
-db_prepare(const char *name, const char *sql, int nparams)
+db_prepare(PGconn *conn, const char *name, const char *sql, int nparams)
 {
-	PGresult   *res = PQprepare(state.conn, name, sql, nparams, NULL);
+	PGresult   *res = PQprepare(conn, name, sql, nparams, NULL);
 
 	if (PQresultStatus(res) == PGRES_COMMAND_OK)
 	{
@@ -462,7 +533,7 @@ notice_to_log(void *arg, const char *message)
  * with why filled in.
  */
 static bool
-db_connect(char *why, size_t whylen)
+db_connect(PGconn **conn, char *why, size_t whylen)
 {
 	const char *const keys[] = {
 		"connect_timeout", "application_name", "keepalives_idle",
@@ -475,29 +546,30 @@ db_connect(char *why, size_t whylen)
 	};
 	PGresult   *res;
 
-	db_close();
-	state.conn = PQconnectdbParams(keys, values, 1);
-	if (PQstatus(state.conn) != CONNECTION_OK)
+	db_close(conn);
+	*conn = PQconnectdbParams(keys, values, 1);
+	if (PQstatus(*conn) != CONNECTION_OK)
 	{
-		snprintf(why, whylen, "%s", PQerrorMessage(state.conn));
+		snprintf(why, whylen, "%s", PQerrorMessage(*conn));
 		one_line(why);
-		db_close();
+		db_close(conn);
 		atomic_fetch_add(&state.db_errors, 1);
 		return false;
 	}
 
-	PQsetNoticeProcessor(state.conn, notice_to_log, NULL);
+	PQsetNoticeProcessor(*conn, notice_to_log, NULL);
 
 	/* a missing table (extension not created) shows here, not later */
-	if ((res = db_command("SET statement_timeout = '"
-						  DB_STATEMENT_TIMEOUT "'")) ||
-		(res = db_prepare("lw_ingest_lock", SQL_LOCK, 1)) ||
-		(res = db_prepare("lw_ingest_insert", SQL_INSERT, 5)))
+	if ((res = db_command(*conn, "SET statement_timeout = '"
+						  DB_STATEMENT_TIMEOUT "'; SET lock_timeout = '"
+						  DB_LOCK_TIMEOUT "'")) ||
+		(res = db_prepare(*conn, "lw_ingest_lock", SQL_LOCK, 1)) ||
+		(res = db_prepare(*conn, "lw_ingest_insert", SQL_INSERT, 5)))
 	{
-		snprintf(why, whylen, "%s", error_text(res));
+		snprintf(why, whylen, "%s", error_text(*conn, res));
 		one_line(why);
 		PQclear(res);
-		db_close();
+		db_close(conn);
 		atomic_fetch_add(&state.db_errors, 1);
 		return false;
 	}
@@ -549,47 +621,45 @@ build_params(const ReadingBatch *batch, StrBuf bufs[4])
  * number of rows inserted, or -1.
  */
 static int
-insert_batch(const char *const params[5], PGresult **failed)
+insert_batch(PGconn *conn, const char *const params[5], PGresult **failed)
 {
 	PGresult   *res;
 	int			inserted;
 
-	if ((*failed = db_command("BEGIN ISOLATION LEVEL READ COMMITTED")) != NULL)
+	*failed = db_command(conn, "BEGIN ISOLATION LEVEL READ COMMITTED");
+	if (*failed != NULL)
 		return -1;
 
-	res = PQexecPrepared(state.conn, "lw_ingest_lock", 1, params,
-						 NULL, NULL, 0);
+	res = PQexecPrepared(conn, "lw_ingest_lock", 1, params, NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK)
 		goto fail;
 	PQclear(res);
 
-	res = PQexecPrepared(state.conn, "lw_ingest_insert", 5, params,
-						 NULL, NULL, 0);
+	res = PQexecPrepared(conn, "lw_ingest_insert", 5, params, NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_COMMAND_OK)
 		goto fail;
 	inserted = atoi(PQcmdTuples(res));
 	PQclear(res);
 
-	if ((*failed = db_command("COMMIT")) != NULL)
+	if ((*failed = db_command(conn, "COMMIT")) != NULL)
 		return -1;
 	return inserted;
 
 fail:
 	*failed = res;
-	if (PQstatus(state.conn) == CONNECTION_OK)
-		PQclear(db_command("ROLLBACK"));
+	if (PQstatus(conn) == CONNECTION_OK)
+		PQclear(db_command(conn, "ROLLBACK"));
 	return -1;
 }
 
 /*
  * Store a parsed message.  STORE_DONE when it committed or the database
- * refused it for its content (then it is logged as rejected);
- * STORE_DB_FAILED, with why filled in, when it must be tried again.
- * Caller holds state.lock.
+ * refused it for its content (then it is logged as rejected); STORE_BUSY
+ * or STORE_FAILED, with why filled in, when it must be tried again.
  */
 static StoreResult
-store_batch(const char *device, const Message *m, ReadingBatch *batch,
-			char *why, size_t whylen)
+store_batch(PGconn **conn, const char *device, const Message *m,
+			ReadingBatch *batch, char *why, size_t whylen)
 {
 	StrBuf		bufs[4];
 	const char *params[5];
@@ -603,14 +673,14 @@ store_batch(const char *device, const Message *m, ReadingBatch *batch,
 		/* like a database failure: try again, the memory may come back */
 		snprintf(why, whylen, "out of memory building %d readings",
 				 batch->count);
-		result = STORE_DB_FAILED;
+		result = STORE_FAILED;
 		goto done;
 	}
 	params[0] = device;
 	for (int k = 0; k < 4; k++)
 		params[k + 1] = bufs[k].data;
 
-	inserted = insert_batch(params, &failed);
+	inserted = insert_batch(*conn, params, &failed);
 	if (inserted >= 0)
 	{
 		atomic_fetch_add(&state.messages_stored, 1);
@@ -621,16 +691,16 @@ store_batch(const char *device, const Message *m, ReadingBatch *batch,
 		log_debug("mqtt", "stored %d of %d readings from device \"%s\"",
 				  inserted, batch->count, device);
 	}
-	else if (!error_is_transient(failed))
-		log_rejection(device, m, REJECT_DATABASE, error_text(failed));
+	else if ((result = classify_error(*conn, failed)) == STORE_DONE)
+		log_rejection(device, m, REJECT_DATABASE, error_text(*conn, failed));
 	else
 	{
-		atomic_fetch_add(&state.db_errors, 1);
-		snprintf(why, whylen, "%s", error_text(failed));
+		atomic_fetch_add(result == STORE_BUSY ? &state.db_busy :
+						 &state.db_errors, 1);
+		snprintf(why, whylen, "%s", error_text(*conn, failed));
 		one_line(why);
-		if (state.conn && PQstatus(state.conn) != CONNECTION_OK)
-			db_close();
-		result = STORE_DB_FAILED;
+		if (PQstatus(*conn) != CONNECTION_OK)
+			db_close(conn);
 	}
 	PQclear(failed);
 
@@ -646,18 +716,18 @@ done:
  * attempt before the message counts as failed.
  */
 static StoreResult
-try_store(const char *device, const Message *m, ReadingBatch *batch,
-		  char *why, size_t whylen)
+try_store(PGconn **conn, const char *device, const Message *m,
+		  ReadingBatch *batch, char *why, size_t whylen)
 {
-	bool		had_conn = state.conn != NULL;
+	bool		had_conn = *conn != NULL;
 	StoreResult result;
 
-	if (!had_conn && !db_connect(why, whylen))
-		return STORE_DB_FAILED;
-	result = store_batch(device, m, batch, why, whylen);
-	if (result == STORE_DB_FAILED && had_conn && state.conn == NULL &&
-		db_connect(why, whylen))
-		result = store_batch(device, m, batch, why, whylen);
+	if (!had_conn && !db_connect(conn, why, whylen))
+		return STORE_FAILED;
+	result = store_batch(conn, device, m, batch, why, whylen);
+	if (result == STORE_FAILED && had_conn && *conn == NULL &&
+		db_connect(conn, why, whylen))
+		result = store_batch(conn, device, m, batch, why, whylen);
 	return result;
 }
 
@@ -703,55 +773,66 @@ parse_message(const Message *m, char *device, ReadingBatch *batch)
 }
 
 /*
- * Parse and store one message.  Caller holds state.lock.  A message the
- * bridge refuses is logged and counted here and reported as done; on
- * STORE_DB_FAILED why says what went wrong.
+ * The device a topic names under either subscription, or "" (a message
+ * read back from the spool file that names none is refused at its turn).
  */
-static StoreResult
-handle_message(const Message *m, char *why, size_t whylen)
+static void
+topic_device(const char *topic, char *device)
 {
-	char		device[READING_MAX_ID + 1] = "";
-	ReadingBatch batch;
-	StoreResult result = STORE_DONE;
+	for (int i = 0; i < 2; i++)
+		if (reading_topic_device(state.patterns[i], topic, device,
+								 READING_MAX_ID + 1) == REJECT_NONE)
+			return;
+	device[0] = '\0';
+}
 
-	if (parse_message(m, device, &batch))
-		result = try_store(device, m, &batch, why, whylen);
-	reading_batch_free(&batch);
-	return result;
+/* Is there a usable spool file for what is held? */
+static bool
+spool_keeps_held(void)
+{
+	return state.spool_fd >= 0 && !state.spool_failed;
 }
 
 /*
- * Keep a copy of a message for later, in memory and in the spool file.
- * Caller holds state.lock.
+ * Past the most ingest holds while taking messages: the worker pauses
+ * MQTT.  Caller holds state.lock.
  */
 static void
-hold_message(const Message *m, int msgid, bool to_spool)
+check_held_limit(void)
 {
-	size_t		topic_len = strlen(m->topic);
-	HeldMessage *held = malloc(sizeof(HeldMessage) + topic_len + 1 + m->len);
+	if (state.full || (state.held.messages < HELD_MAX_MESSAGES &&
+					   state.held.bytes < HELD_MAX_BYTES))
+		return;
+	log_warning("ingest", "%d messages (%zu bytes) are held, the most "
+				"ingest keeps while taking messages (%d, or %zu MiB); "
+				"pausing MQTT until half of them are stored",
+				state.held.messages, state.held.bytes, HELD_MAX_MESSAGES,
+				HELD_MAX_BYTES >> 20);
+	state.full = true;
+	pthread_cond_signal(&state.wake);
+}
 
-	if (held == NULL)
+/*
+ * Keep a copy of a message behind what its device holds, in memory and
+ * in the spool file.  Returns its device, or NULL when it could not be
+ * kept.  Caller holds state.lock.
+ */
+static HeldDevice *
+hold_message(const char *device, const Message *m, int msgid, bool to_spool)
+{
+	HeldDevice *dev;
+
+	dev = held_add(&state.held, device, msgid, m->topic, m->payload, m->len);
+	if (dev == NULL)
 	{
 		/* XXX nowhere to keep it: the broker has its PUBACK, so it is lost */
 		log_error("ingest", "out of memory: a message of %zu bytes from "
 				  "topic \"%.*s\" is lost", m->len, LOG_TOPIC_BYTES, m->topic);
-		return;
+		return NULL;
 	}
-	memcpy(held->data, m->topic, topic_len + 1);
-	memcpy(held->data + topic_len + 1, m->payload, m->len);
-	held->m.topic = held->data;
-	held->m.payload = held->data + topic_len + 1;
-	held->m.len = m->len;
-	held->msgid = msgid;
-	held->next = NULL;
-	if (state.held_tail)
-		state.held_tail->next = held;
-	else
-		state.held_head = held;
-	state.held_tail = held;
-	atomic_fetch_add(&state.held_count, 1);
+	atomic_store(&state.held_count, state.held.messages);
 
-	if (to_spool && state.spool_fd >= 0 && !state.spool_failed &&
+	if (to_spool && spool_keeps_held() &&
 		spool_append(state.spool_fd, msgid, m->topic, m->payload, m->len) != 0)
 	{
 		state.spool_failed = true;
@@ -759,41 +840,57 @@ hold_message(const Message *m, int msgid, bool to_spool)
 				  "held messages are kept in memory only",
 				  state.cfg->spool_file, strerror(errno));
 	}
+	check_held_limit();
+	return dev;
 }
 
 /*
- * Store held messages in order; stops at the first that fails again.
- * Returns true when none is left (and the spool file is emptied).  Caller
- * holds state.lock.
+ * The first message of dev is stored (or rejected): drop it.  Returns dev
+ * when it has more, else the device after it.  Once nothing is held, the
+ * spool file is emptied.  Caller holds state.lock.
  */
-static bool
-store_held(void)
+static HeldDevice *
+release_held(HeldDevice *dev)
 {
-	char		why[512];
+	HeldDevice *next = dev->next;
 
-	while (state.held_head != NULL)
-	{
-		HeldMessage *held = state.held_head;
-
-		if (handle_message(&held->m, why, sizeof(why)) == STORE_DB_FAILED)
-			return false;
-		state.held_head = held->next;
-		if (state.held_head == NULL)
-			state.held_tail = NULL;
-		free(held);
-		atomic_fetch_sub(&state.held_count, 1);
-	}
+	if (dev->busy && dev->count == 1)
+		log_info("ingest", "device \"%s\": its held messages are stored; "
+				 "its rows are no longer locked", dev->id);
+	if (!held_pop(&state.held, dev))
+		next = dev;
+	atomic_store(&state.held_count, state.held.messages);
 
 	/*
 	 * XXX A crash between the last COMMIT and this truncation stores the
 	 * spooled messages again at the next start; readings with a device
 	 * timestamp are then dropped as duplicates, others are stored twice.
+	 * While one device stays busy the file keeps the messages of the
+	 * others that were stored meanwhile, widening that window.
 	 */
-	if (state.spool_fd >= 0 && spool_clear(state.spool_fd) != 0)
-		log_error("ingest", "could not empty spool file \"%s\": %s",
-				  state.cfg->spool_file, strerror(errno));
-	state.spool_failed = false;
-	return true;
+	if (state.held.first == NULL)
+	{
+		if (state.spool_fd >= 0 && spool_clear(state.spool_fd) != 0)
+			log_error("ingest", "could not empty spool file \"%s\": %s",
+					  state.cfg->spool_file, strerror(errno));
+		state.spool_failed = false;
+	}
+	return next;
+}
+
+/*
+ * A device's rows are locked: say so once while it stays busy.  Caller
+ * holds state.lock.
+ */
+static void
+note_busy(HeldDevice *dev, const char *why)
+{
+	if (dev->busy)
+		return;
+	dev->busy = true;
+	log_warning("ingest", "device \"%s\": could not store readings: %s; "
+				"holding its messages and retrying (the database answers, "
+				"other devices go on)", dev->id, why);
 }
 
 /*
@@ -809,11 +906,69 @@ start_holding(const char *why)
 		log_error("ingest", "could not store readings: %s; holding messages "
 				  "and pausing MQTT until the database is back", why);
 		state.holding = true;
-		state.outage = true;
+		state.outage_logged = true;
 		state.backoff_ms = DB_BACKOFF_MIN_MS;
 		atomic_store(&state.ready_db, false);
 	}
 	pthread_cond_signal(&state.wake);
+}
+
+/*
+ * Store a message, or hold it: behind what its device holds already,
+ * while the database is unavailable, or when storing finds the device
+ * busy or the database gone.  Caller holds state.lock.
+ */
+static void
+take_message(const Message *m, int msgid)
+{
+	char		device[READING_MAX_ID + 1] = "";
+	ReadingBatch batch;
+	StoreResult result = STORE_DONE;
+	HeldDevice *dev;
+	char		why[512];
+
+	/* a message refused for its content is logged and counted there */
+	if (!parse_message(m, device, &batch))
+	{
+		reading_batch_free(&batch);
+		return;
+	}
+	if (state.holding || held_find(&state.held, device) != NULL)
+		hold_message(device, m, msgid, true);
+	else
+		result = try_store(&state.conn, device, m, &batch, why, sizeof(why));
+	reading_batch_free(&batch);
+
+	if (result == STORE_BUSY &&
+		(dev = hold_message(device, m, msgid, true)) != NULL)
+	{
+		note_busy(dev, why);
+		pthread_cond_signal(&state.wake);
+	}
+	else if (result == STORE_FAILED)
+	{
+		hold_message(device, m, msgid, true);
+		start_holding(why);
+	}
+}
+
+/*
+ * Parse and store a held message on the worker's connection (no lock
+ * needed: the message stays put until the worker releases it).
+ */
+static StoreResult
+store_held_message(PGconn **conn, const HeldMessage *h, char *why,
+				   size_t whylen)
+{
+	Message		m = {h->topic, h->payload, h->len};
+	char		device[READING_MAX_ID + 1] = "";
+	ReadingBatch batch;
+	StoreResult result = STORE_DONE;
+
+	if (parse_message(&m, device, &batch))
+		result = try_store(conn, device, &m, &batch, why, whylen);
+	reading_batch_free(&batch);
+	return result;
 }
 
 /* FNV-1a over the topic, a NUL and the payload */
@@ -915,9 +1070,6 @@ static int
 on_message(void *context, char *topic, int topic_len, MQTTAsync_message *msg)
 {
 	Message		m = {topic, msg->payload, (size_t) msg->payloadlen};
-	char		device[READING_MAX_ID + 1];
-	ReadingBatch batch;
-	char		why[512];
 
 	atomic_fetch_add(&state.received, 1);
 
@@ -945,23 +1097,20 @@ on_message(void *context, char *topic, int topic_len, MQTTAsync_message *msg)
 			log_debug("mqtt", "skipped a redelivery (packet id %d) on topic "
 					  "\"%.*s\"", msg->msgid, LOG_TOPIC_BYTES, topic);
 		}
-		else if (state.holding || state.held_head != NULL)
-		{
-			/* behind held messages; only what the database could take */
-			if (parse_message(&m, device, &batch))
-				hold_message(&m, msg->msgid, true);
-			reading_batch_free(&batch);
-		}
-		else if (handle_message(&m, why, sizeof(why)) == STORE_DB_FAILED)
-		{
-			hold_message(&m, msg->msgid, true);
-			start_holding(why);
-		}
+		else
+			take_message(&m, msg->msgid);
 		pthread_mutex_unlock(&state.lock);
 	}
 
 	MQTTAsync_freeMessage(&msg);
 	MQTTAsync_free(topic);
+
+	/*
+	 * A disconnect is coming: paho reads nothing until this returns, so
+	 * the broker gets the time to read this message's PUBACK first.
+	 */
+	if (atomic_load(&state.quiescing))
+		usleep(QUIESCE_MS * 1000);
 	return 1;
 }
 
@@ -1130,8 +1279,30 @@ mqtt_disconnect(void)
 	atomic_store(&state.subscribed, false);
 }
 
+/*
+ * Let the broker go: give it QUIESCE_MS to read the last PUBACKs (see
+ * "Redeliveries" at the top), disconnect, and wait until paho is done (a
+ * message it acknowledges meanwhile still reaches on_message()).  Called
+ * without state.lock, by whoever set mqtt_wanted to false.
+ *
+ * Under a steady stream paho's receive thread may take its mutex back
+ * again and again before the disconnect gets it, one message (and one
+ * pause) at a time, so this waits up to 5 s and the pauses go on until
+ * MQTT is wanted again: whenever paho closes the socket, even in
+ * MQTTAsync_destroy(), the last PUBACK is QUIESCE_MS old.
+ */
+static void
+let_broker_go(void)
+{
+	atomic_store(&state.quiescing, true);
+	usleep(QUIESCE_MS * 1000);
+	mqtt_disconnect();
+	for (int i = 0; i < 500 && !atomic_load(&state.disconnect_done); i++)
+		usleep(10000);
+}
+
 /* ----------------------------------------------------------------------
- * The worker: database availability and held messages
+ * The worker: database availability, held messages, pausing MQTT
  * ----------------------------------------------------------------------
  */
 
@@ -1153,75 +1324,213 @@ wait_ms(int ms)
 }
 
 /*
- * Try once to get the database back and store what is held.  Returns true
- * when the database took everything.  Caller holds state.lock.
+ * One pass over the held messages on the worker's connection, letting go
+ * of state.lock while the database works: each device's messages in
+ * order, until one of them cannot be stored.  Returns STORE_FAILED (why
+ * filled in) when the database is unavailable, STORE_BUSY when busy
+ * devices are left, STORE_DONE when nothing is held any more; *stored
+ * counts the messages stored.  Caller holds state.lock.
+ */
+static StoreResult
+retry_held(PGconn **conn, int *stored, char *why, size_t whylen)
+{
+	HeldDevice *dev;
+	bool		connected;
+
+	if (*conn == NULL)
+	{
+		pthread_mutex_unlock(&state.lock);
+		connected = db_connect(conn, why, whylen);
+		pthread_mutex_lock(&state.lock);
+		if (!connected)
+			return STORE_FAILED;
+	}
+
+	/* a stop with a spool file leaves the rest to the next start */
+	dev = state.held.first;
+	while (dev != NULL && !(state.stopping && spool_keeps_held()))
+	{
+		const HeldMessage *h = dev->head;
+		StoreResult result;
+
+		pthread_mutex_unlock(&state.lock);
+		result = store_held_message(conn, h, why, whylen);
+		pthread_mutex_lock(&state.lock);
+
+		if (result == STORE_FAILED)
+			return STORE_FAILED;
+		if (result == STORE_BUSY)
+		{
+			note_busy(dev, why);
+			dev = dev->next;
+			continue;
+		}
+		(*stored)++;
+		dev = release_held(dev);
+	}
+	return state.held.first == NULL ? STORE_DONE : STORE_BUSY;
+}
+
+/*
+ * The database did not answer: an outage begins, or goes on (said once).
+ * Caller holds state.lock.
+ */
+static void
+database_away(const char *why)
+{
+	if (!state.holding)
+		start_holding(why);
+	else if (!state.outage_logged)
+	{
+		/* at start, before any message was held */
+		log_error("ingest", "could not connect to the database: %s; "
+				  "MQTT stays disconnected until it answers", why);
+		state.outage_logged = true;
+	}
+}
+
+/* Wait before the next attempt, longer each time.  Caller holds state.lock. */
+static void
+back_off(void)
+{
+	int			max = state.stopping ? STOP_BACKOFF_MAX_MS : DB_BACKOFF_MAX_MS;
+
+	if (state.backoff_ms > max)
+		state.backoff_ms = max;
+	wait_ms(state.backoff_ms);
+	state.backoff_ms = state.backoff_ms * 2 > max ? max : state.backoff_ms * 2;
+}
+
+/*
+ * The database answered (and took what it could): an outage ends, and
+ * MQTT may take messages again once what is held is down to half the
+ * limit.  Caller holds state.lock.
+ */
+static void
+database_answers(int stored)
+{
+	state.backoff_ms = DB_BACKOFF_MIN_MS;
+	if (state.holding)
+	{
+		if (state.outage_logged)
+			log_info("ingest", "the database is back; stored %d held "
+					 "message%s%s", stored, stored == 1 ? "" : "s",
+					 state.stopping || state.full ? "" :
+					 ", connecting to the broker again");
+		state.holding = false;
+		state.outage_logged = false;
+		atomic_store(&state.ready_db, true);
+	}
+	if (state.full && state.held.messages <= HELD_MAX_MESSAGES / 2 &&
+		state.held.bytes <= HELD_MAX_BYTES / 2)
+	{
+		log_info("ingest", "%d messages are held, half the most ingest "
+				 "keeps while taking messages or fewer; taking messages "
+				 "again", state.held.messages);
+		state.full = false;
+	}
+}
+
+/*
+ * A stop waiting for held messages says so every STOP_LOG_SECONDS, from
+ * the first attempt on.  Caller holds state.lock.
+ */
+static void
+log_stop_wait(StoreResult result, const char *why, time_t *next)
+{
+	struct timespec now;
+	int			n = state.held.messages;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (n == 0 || spool_keeps_held() || now.tv_sec < *next)
+		return;
+	*next = now.tv_sec + STOP_LOG_SECONDS;
+	log_warning("ingest", "stopping: %d held message%s not stored yet: %s "
+				"(%s); retrying until %s; a second SIGTERM or SIGINT stops "
+				"at once and loses %s", n, n == 1 ? " is" : "s are",
+				result == STORE_FAILED ? "the database is unreachable" :
+				"rows of their devices are locked by other transactions",
+				why, result == STORE_FAILED ? "it answers" :
+				"the locks are released", n == 1 ? "it" : "them");
+}
+
+/*
+ * Done at a stop once the broker is let go and what is held is stored, or
+ * kept in the spool file.  Caller holds state.lock.
  */
 static bool
-try_recover(bool *logged)
+worker_done(void)
 {
-	char		why[512];
+	return state.stopping && state.mqtt_closed &&
+		(state.held.first == NULL || spool_keeps_held());
+}
 
-	if (state.conn == NULL && !db_connect(why, sizeof(why)))
-	{
-		/* once per outage: start_holding() has said it if it began one */
-		if (!*logged && !state.outage)
-			log_error("ingest", "could not connect to the database: %s; "
-					  "MQTT stays disconnected until it answers", why);
-		*logged = true;
-		return false;
-	}
-	return store_held();
+/* Tell paho to take messages again.  Caller holds state.lock. */
+static void
+resume_mqtt(void)
+{
+	state.mqtt_wanted = true;
+	atomic_store(&state.quiescing, false);
+	pthread_mutex_unlock(&state.lock);
+	mqtt_connect();
+	pthread_mutex_lock(&state.lock);
+}
+
+/* The broker keeps messages from now on.  Caller holds state.lock. */
+static void
+pause_mqtt(void)
+{
+	state.mqtt_wanted = false;
+	pthread_mutex_unlock(&state.lock);
+	let_broker_go();
+	pthread_mutex_lock(&state.lock);
 }
 
 static void *
 ingest_worker(void *arg)
 {
-	bool		logged = false;
-	int			held;
+	PGconn	   *conn = NULL;	/* the worker's own connection */
+	char		why[512] = "";
+	time_t		next_stop_log = 0;
+	StoreResult result;
+	int			stored;
 
 	pthread_mutex_lock(&state.lock);
-	while (!state.stopping)
+	while (!worker_done())
 	{
-		if (!state.holding)
+		/* MQTT: off while the database is away or too much is held */
+		if (state.mqtt_wanted && (state.holding || state.full))
+		{
+			pause_mqtt();
+			continue;
+		}
+		if (!state.mqtt_wanted && !state.holding && !state.full &&
+			!state.stopping)
+		{
+			resume_mqtt();
+			continue;
+		}
+		if (state.held.first == NULL && !state.holding)
 		{
 			pthread_cond_wait(&state.wake, &state.lock);
 			continue;
 		}
 
-		/* first stop taking messages: the broker keeps them from now on */
-		if (state.mqtt_wanted)
-		{
-			state.mqtt_wanted = false;
-			pthread_mutex_unlock(&state.lock);
-			mqtt_disconnect();
-			pthread_mutex_lock(&state.lock);
-			continue;
-		}
-
-		held = atomic_load(&state.held_count);
-		if (!try_recover(&logged))
-		{
-			wait_ms(state.backoff_ms);
-			state.backoff_ms = state.backoff_ms * 2 > DB_BACKOFF_MAX_MS ?
-				DB_BACKOFF_MAX_MS : state.backoff_ms * 2;
-			continue;
-		}
-
-		/* everything held is stored: take messages again */
-		if (state.outage || logged)
-			log_info("ingest", "the database is back; stored %d held "
-					 "message%s, connecting to the broker again",
-					 held, held == 1 ? "" : "s");
-		logged = false;
-		state.outage = false;
-		state.holding = false;
-		state.mqtt_wanted = true;
-		atomic_store(&state.ready_db, true);
-		pthread_mutex_unlock(&state.lock);
-		mqtt_connect();
-		pthread_mutex_lock(&state.lock);
+		stored = 0;
+		result = retry_held(&conn, &stored, why, sizeof(why));
+		if (result == STORE_FAILED)
+			database_away(why);
+		else
+			database_answers(stored);
+		if (state.stopping)
+			log_stop_wait(result, why, &next_stop_log);
+		if (result == STORE_FAILED)
+			back_off();
+		else if (result == STORE_BUSY)
+			wait_ms(BUSY_RETRY_MS);
 	}
 	pthread_mutex_unlock(&state.lock);
+	db_close(&conn);
 	return NULL;
 }
 
@@ -1303,8 +1612,10 @@ load_spooled(int msgid, const char *topic, const char *payload, size_t len,
 			 void *arg)
 {
 	Message		m = {topic, payload, len};
+	char		device[READING_MAX_ID + 1];
 
-	hold_message(&m, msgid, false);
+	topic_device(topic, device);
+	hold_message(device, &m, msgid, false);
 	remember_taken(msgid, content_hash(&m), 0);
 }
 
@@ -1387,24 +1698,17 @@ ingest_start(const Config *cfg)
 }
 
 /*
- * Held messages left at a stop: keep trying for STOP_DRAIN_SECONDS; what
- * is still held then waits in the spool file for the next start, or
- * without one is lost (and said so).  Caller holds state.lock.
+ * What is still held when the worker is done at a stop waits in the spool
+ * file for the next start; without one (the worker never ran) it is lost,
+ * and said so.  Caller holds state.lock.
  */
 static void
-drain_held(void)
+drop_held(void)
 {
-	time_t		deadline = time(NULL) + STOP_DRAIN_SECONDS;
-	bool		logged = true;
-	int			left;
-
-	while (state.held_head != NULL && !try_recover(&logged) &&
-		   time(NULL) < deadline)
-		wait_ms(500);
+	int			left = state.held.messages;
 
 	spool_taken_ids();
-	left = atomic_load(&state.held_count);
-	if (left > 0 && state.spool_fd >= 0 && !state.spool_failed)
+	if (left > 0 && spool_keeps_held())
 		log_info("ingest", "%d held message%s wait%s in spool file \"%s\" "
 				 "for the next start", left, left == 1 ? "" : "s",
 				 left == 1 ? "s" : "", state.cfg->spool_file);
@@ -1412,17 +1716,15 @@ drain_held(void)
 		log_error("ingest", "%d message%s acknowledged to the broker could "
 				  "not be stored before stopping and %s lost",
 				  left, left == 1 ? "" : "s", left == 1 ? "is" : "are");
-	while (state.held_head != NULL)
-	{
-		HeldMessage *held = state.held_head;
-
-		state.held_head = held->next;
-		free(held);
-	}
-	state.held_tail = NULL;
+	held_clear(&state.held);
 	atomic_store(&state.held_count, 0);
 }
 
+/*
+ * Stop taking messages, let the broker go, and return once every held
+ * message is stored (without a spool file, however long the database
+ * takes: see "Stopping" at the top).
+ */
 void
 ingest_stop(void)
 {
@@ -1431,30 +1733,27 @@ ingest_stop(void)
 	if (!state.created)
 		return;
 
-	/* no new work for the worker; MQTT only through this function now */
+	/* no new work for the worker but held messages; MQTT is ours now */
 	pthread_mutex_lock(&state.lock);
 	state.stopping = true;
 	connected = state.mqtt_wanted;
 	state.mqtt_wanted = false;
 	pthread_cond_signal(&state.wake);
 	pthread_mutex_unlock(&state.lock);
+
+	if (connected)
+		let_broker_go();
+
+	pthread_mutex_lock(&state.lock);
+	state.mqtt_closed = true;
+	pthread_cond_signal(&state.wake);
+	pthread_mutex_unlock(&state.lock);
 	if (state.worker_running)
 		pthread_join(state.worker, NULL);
 
-	/*
-	 * Disconnect and wait until paho is done: a message it acknowledges
-	 * meanwhile still reaches on_message() and is stored.
-	 */
-	if (connected)
-	{
-		mqtt_disconnect();
-		for (int i = 0; i < 500 && !atomic_load(&state.disconnect_done); i++)
-			usleep(10000);		/* up to 5 s */
-	}
-
 	pthread_mutex_lock(&state.lock);
-	drain_held();
-	db_close();
+	drop_held();
+	db_close(&state.conn);
 	if (state.spool_fd >= 0)
 		close(state.spool_fd);
 	state.spool_fd = -1;
@@ -1557,8 +1856,11 @@ ingest_metrics(char *buf, size_t len)
 	metric(&m, "livewidget_ingest_db_errors_total", "counter",
 		   "Failed attempts to reach or write the database.",
 		   atomic_load(&state.db_errors));
+	metric(&m, "livewidget_ingest_db_busy_total", "counter",
+		   "Stores that met a lock or statement timeout; retried.",
+		   atomic_load(&state.db_busy));
 	metric(&m, "livewidget_ingest_messages_held", "gauge",
-		   "Messages taken from the broker, waiting for the database.",
+		   "Messages taken from the broker, not stored yet.",
 		   (unsigned long long) atomic_load(&state.held_count));
 	metric(&m, "livewidget_ingest_mqtt_connected", "gauge",
 		   "1 while connected to the broker.",
