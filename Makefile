@@ -9,7 +9,7 @@
 # "version-check" target fails when they disagree.
 
 EXTENSION = livewidget
-EXTVERSION = 0.1.0
+EXTVERSION = 0.2.0
 
 MODULE_big = livewidget
 OBJS = extension/livewidget.o extension/sample_json.o extension/buffer.o \
