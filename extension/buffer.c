@@ -16,9 +16,9 @@
  *	   (the table's new_plan), and the oldest samples they may push out
  *	   (LW_Q_OLDEST_SAMPLES);
  *	3. decide in C which readings stay and which samples go, number the
- *	   new samples, write them, delete the pushed-out ones and save the
- *	   counters (LW_Q_INSERT_SAMPLES, LW_Q_DELETE_SAMPLES,
- *	   LW_Q_UPDATE_STATES);
+ *	   new samples, and write it all in one statement (LW_Q_WRITE_BUFFERS):
+ *	   a new sample takes over the row of a sample it pushes out, rows
+ *	   left over are deleted or inserted, and the counters are saved;
  *	4. notify the new samples.
  *
  * Order of samples: by (ts, seq).  Of a new reading and a buffered sample
@@ -40,6 +40,7 @@
 
 #include "catalog/pg_type_d.h"
 #include "commands/trigger.h"
+#include "storage/itemptr.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -67,6 +68,7 @@ typedef struct OldSample
 {
 	int64		seq;
 	TimestampTz ts;
+	ItemPointerData tid;		/* its row, for reuse or deletion */
 } OldSample;
 
 /* One widget fed by the statement, and what happens to its buffer. */
@@ -324,6 +326,7 @@ load_oldest_samples(StatementWork *work)
 		o = &w->olds[w->nold++];
 		o->seq = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
 		o->ts = DatumGetTimestampTz(SPI_getbinval(tup, desc, 3, &isnull));
+		o->tid = *(ItemPointer) DatumGetPointer(SPI_getbinval(tup, desc, 4, &isnull));
 	}
 	SPI_freetuptable(tt);
 }
@@ -391,129 +394,152 @@ settle_widget(WidgetBuffer *w)
 		w->changed = true;
 }
 
-/*
- * write_new_samples
- *		Insert the samples that stay, all widgets in one statement.
- */
-static void
-write_new_samples(StatementWork *work)
+/* Arrays of one column of LW_Q_WRITE_BUFFERS, filled row by row. */
+typedef struct ColumnArrays
 {
-	int			total = 0;
-	int			n = 0;
-	char	  **ids;
-	Datum	   *seqs,
-			   *tss,
-			   *values,
-			   *units;
-	bool	   *unitnulls;
-	Datum		args[5];
-
-	for (int i = 0; i < work->nwidgets; i++)
-		total += work->widgets[i].nkept;
-	if (total == 0)
-		return;
-
-	ids = palloc(sizeof(char *) * total);
-	seqs = palloc(sizeof(Datum) * total);
-	tss = palloc(sizeof(Datum) * total);
-	values = palloc(sizeof(Datum) * total);
-	units = palloc(sizeof(Datum) * total);
-	unitnulls = palloc(sizeof(bool) * total);
-
-	for (int i = 0; i < work->nwidgets; i++)
-	{
-		WidgetBuffer *w = &work->widgets[i];
-
-		for (int k = 0; k < w->nkept; k++, n++)
-		{
-			NewReading *r = w->kept[k];
-
-			ids[n] = w->widget_id;
-			seqs[n] = Int64GetDatum(r->seq);
-			tss[n] = TimestampTzGetDatum(r->ts);
-			values[n] = Float8GetDatum(r->value);
-			unitnulls[n] = (r->unit == NULL);
-			units[n] = unitnulls[n] ? (Datum) 0 : CStringGetTextDatum(r->unit);
-		}
-	}
-
-	args[0] = lw_cstring_array(ids, total);
-	args[1] = lw_build_array(seqs, NULL, total, INT8OID);
-	args[2] = lw_build_array(tss, NULL, total, TIMESTAMPTZOID);
-	args[3] = lw_build_array(values, NULL, total, FLOAT8OID);
-	args[4] = lw_build_array(units, unitnulls, total, TEXTOID);
-	lw_execute(LW_Q_INSERT_SAMPLES, args, NULL, false, SPI_OK_INSERT);
-}
-
-/*
- * delete_pushed_out
- *		Delete the buffered samples that new readings pushed out.
- */
-static void
-delete_pushed_out(StatementWork *work)
-{
-	int			total = 0;
-	int			n = 0;
+	Datum	   *tids;
 	char	  **ids;
 	Datum	   *seqs;
-	Datum		args[2];
+	Datum	   *tss;
+	Datum	   *values;
+	Datum	   *units;
+	bool	   *unitnulls;
+	int			n;
+} ColumnArrays;
 
-	for (int i = 0; i < work->nwidgets; i++)
-		total += work->widgets[i].dropped_old;
-	if (total == 0)
-		return;
+static void
+init_columns(ColumnArrays *c, int size)
+{
+	size = Max(size, 1);
+	c->tids = palloc(sizeof(Datum) * size);
+	c->ids = palloc(sizeof(char *) * size);
+	c->seqs = palloc(sizeof(Datum) * size);
+	c->tss = palloc(sizeof(Datum) * size);
+	c->values = palloc(sizeof(Datum) * size);
+	c->units = palloc(sizeof(Datum) * size);
+	c->unitnulls = palloc(sizeof(bool) * size);
+	c->n = 0;
+}
 
-	ids = palloc(sizeof(char *) * total);
-	seqs = palloc(sizeof(Datum) * total);
-	for (int i = 0; i < work->nwidgets; i++)
-	{
-		WidgetBuffer *w = &work->widgets[i];
+static void
+add_sample(ColumnArrays *c, const ItemPointerData *tid, char *widget_id,
+		   const NewReading *r)
+{
+	int			n = c->n++;
 
-		for (int k = 0; k < w->dropped_old; k++, n++)
-		{
-			ids[n] = w->widget_id;
-			seqs[n] = Int64GetDatum(w->olds[k].seq);
-		}
-	}
-
-	args[0] = lw_cstring_array(ids, total);
-	args[1] = lw_build_array(seqs, NULL, total, INT8OID);
-	lw_execute(LW_Q_DELETE_SAMPLES, args, NULL, false, SPI_OK_DELETE);
+	if (tid != NULL)
+		c->tids[n] = PointerGetDatum(tid);
+	c->ids[n] = widget_id;
+	c->seqs[n] = Int64GetDatum(r->seq);
+	c->tss[n] = TimestampTzGetDatum(r->ts);
+	c->values[n] = Float8GetDatum(r->value);
+	c->unitnulls[n] = (r->unit == NULL);
+	c->units[n] = r->unit == NULL ? (Datum) 0 : CStringGetTextDatum(r->unit);
 }
 
 /*
- * save_states
- *		Save last_seq, sample_count and removed_seq of the changed widgets.
+ * write_buffers
+ *		Write what settle_widget() decided, for all widgets in one
+ *		statement (LW_Q_WRITE_BUFFERS).
+ *
+ * A sample that stays takes over the row of one that leaves, while there
+ * is one: an update of a row the statement read a moment ago, under the
+ * widget's lock, costs less than a delete and an insert.  The rows are
+ * found again by ctid, which stays valid since every writer of a buffer
+ * holds its widget's lock; the counts returned prove it.
  */
 static void
-save_states(StatementWork *work)
+write_buffers(StatementWork *work)
 {
-	char	  **ids = palloc(sizeof(char *) * work->nwidgets);
-	Datum	   *last = palloc(sizeof(Datum) * work->nwidgets);
-	Datum	   *count = palloc(sizeof(Datum) * work->nwidgets);
-	Datum	   *removed = palloc(sizeof(Datum) * work->nwidgets);
-	Datum		args[4];
-	int			n = 0;
+	ColumnArrays moved,
+				added;
+	Datum	   *gone;
+	char	  **ids;
+	Datum	   *last,
+			   *count,
+			   *removed;
+	int			ngone = 0;
+	int			nsaved = 0;
+	int			total_old = 0;
+	int			total_new = 0;
+	Datum		args[15];
+	SPITupleTable *tt;
+	bool		isnull;
+	int			got[4];
+
+	for (int i = 0; i < work->nwidgets; i++)
+	{
+		total_old += work->widgets[i].dropped_old;
+		total_new += work->widgets[i].nkept;
+	}
+
+	init_columns(&moved, Min(total_old, total_new));
+	init_columns(&added, total_new);
+	gone = palloc(sizeof(Datum) * Max(total_old, 1));
+	ids = palloc(sizeof(char *) * work->nwidgets);
+	last = palloc(sizeof(Datum) * work->nwidgets);
+	count = palloc(sizeof(Datum) * work->nwidgets);
+	removed = palloc(sizeof(Datum) * work->nwidgets);
 
 	for (int i = 0; i < work->nwidgets; i++)
 	{
 		WidgetBuffer *w = &work->widgets[i];
+		int			k;
+
+		for (k = 0; k < w->nkept && k < w->dropped_old; k++)
+			add_sample(&moved, &w->olds[k].tid, w->widget_id, w->kept[k]);
+		for (; k < w->nkept; k++)
+			add_sample(&added, NULL, w->widget_id, w->kept[k]);
+		for (k = w->nkept; k < w->dropped_old; k++)
+			gone[ngone++] = PointerGetDatum(&w->olds[k].tid);
 
 		if (!w->changed)
 			continue;
-		ids[n] = w->widget_id;
-		last[n] = Int64GetDatum(w->last_seq);
-		count[n] = Int32GetDatum(w->sample_count);
-		removed[n++] = Int64GetDatum(w->removed_seq);
+		ids[nsaved] = w->widget_id;
+		last[nsaved] = Int64GetDatum(w->last_seq);
+		count[nsaved] = Int32GetDatum(w->sample_count);
+		removed[nsaved++] = Int64GetDatum(w->removed_seq);
 	}
-	if (n == 0)
+	if (moved.n + ngone + added.n + nsaved == 0)
 		return;
 
-	args[0] = lw_cstring_array(ids, n);
-	args[1] = lw_build_array(last, NULL, n, INT8OID);
-	args[2] = lw_build_array(count, NULL, n, INT4OID);
-	args[3] = lw_build_array(removed, NULL, n, INT8OID);
-	lw_execute(LW_Q_UPDATE_STATES, args, NULL, false, SPI_OK_UPDATE);
+	args[0] = lw_build_array(moved.tids, NULL, moved.n, TIDOID);
+	args[1] = lw_build_array(moved.seqs, NULL, moved.n, INT8OID);
+	args[2] = lw_build_array(moved.tss, NULL, moved.n, TIMESTAMPTZOID);
+	args[3] = lw_build_array(moved.values, NULL, moved.n, FLOAT8OID);
+	args[4] = lw_build_array(moved.units, moved.unitnulls, moved.n, TEXTOID);
+	args[5] = lw_build_array(gone, NULL, ngone, TIDOID);
+	args[6] = lw_cstring_array(added.ids, added.n);
+	args[7] = lw_build_array(added.seqs, NULL, added.n, INT8OID);
+	args[8] = lw_build_array(added.tss, NULL, added.n, TIMESTAMPTZOID);
+	args[9] = lw_build_array(added.values, NULL, added.n, FLOAT8OID);
+	args[10] = lw_build_array(added.units, added.unitnulls, added.n, TEXTOID);
+	args[11] = lw_cstring_array(ids, nsaved);
+	args[12] = lw_build_array(last, NULL, nsaved, INT8OID);
+	args[13] = lw_build_array(count, NULL, nsaved, INT4OID);
+	args[14] = lw_build_array(removed, NULL, nsaved, INT8OID);
+	lw_execute(LW_Q_WRITE_BUFFERS, args, NULL, false, SPI_OK_SELECT);
+
+	tt = SPI_tuptable;
+	for (int i = 0; i < 4; i++)
+		got[i] = DatumGetInt32(SPI_getbinval(tt->vals[0], tt->tupdesc, i + 1,
+											 &isnull));
+	SPI_freetuptable(tt);
+
+	/*
+	 * A sample row that changed since LW_Q_OLDEST_SAMPLES read it was
+	 * written by someone who did not take the widget's lock (a hand edit):
+	 * going on would leave the buffer wrong.
+	 */
+	if (got[0] != moved.n || got[1] != ngone || got[2] != added.n ||
+		got[3] != nsaved)
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("widget buffers changed while readings were being buffered"),
+				 errdetail("Expected to reuse %d, delete %d, insert %d and count %d rows; did %d, %d, %d and %d.",
+						   moved.n, ngone, added.n, nsaved,
+						   got[0], got[1], got[2], got[3]),
+				 errhint("Change livewidget.widget_sample only through the livewidget functions.")));
 }
 
 /*
@@ -635,9 +661,7 @@ livewidget_buffer_readings(PG_FUNCTION_ARGS)
 			load_oldest_samples(&work);
 			for (int i = 0; i < work.nwidgets; i++)
 				settle_widget(&work.widgets[i]);
-			delete_pushed_out(&work);
-			write_new_samples(&work);
-			save_states(&work);
+			write_buffers(&work);
 		}
 	}
 

@@ -57,7 +57,10 @@ CREATE TABLE livewidget.widget_sample (
     ts timestamptz NOT NULL,
     value double precision NOT NULL,
     unit text,
-    PRIMARY KEY (widget_id, seq),
+    -- The only index: oldest-first reads, finding the samples a new
+    -- reading pushes out, and seq is unique per widget anyway.  A second
+    -- index would cost every buffer write one more index insert.
+    PRIMARY KEY (widget_id, ts, seq),
     -- what a sample's JSON can show: RFC 3339 years, finite numbers
     CONSTRAINT widget_sample_ts_range
         CHECK (ts >= '0001-01-01 00:00:00+00' AND ts < '10000-01-01 00:00:00+00'),
@@ -65,10 +68,6 @@ CREATE TABLE livewidget.widget_sample (
         CHECK (value > '-Infinity'::float8 AND value < 'Infinity'::float8),
     CONSTRAINT widget_sample_unit_length CHECK (octet_length(unit) <= 64)
 );
-
--- Oldest-first reads and finding the samples a new reading pushes out.
-CREATE INDEX widget_sample_widget_ts_seq_idx
-    ON livewidget.widget_sample (widget_id, ts, seq);
 
 --
 -- One row per widget id ever tracked; untrack() keeps it so that seq never
