@@ -13,13 +13,14 @@ EXTVERSION = 0.2.0
 
 MODULE_big = livewidget
 OBJS = extension/livewidget.o extension/sample_json.o extension/buffer.o \
-	extension/track.o extension/samples.o extension/attach.o
+	extension/track.o extension/samples.o extension/attach.o \
+	extension/lookup.o
 DATA = $(wildcard extension/livewidget--*.sql)
 PGFILEDESC = "livewidget - live dashboard-widget buffers"
 
 REGRESS = setup buffer track samples refill privileges attach
 REGRESS_OPTS = --inputdir=. --dbname=livewidget_regress
-ISOLATION = notify concurrent_writers track_race attach_race
+ISOLATION = notify concurrent_writers track_race attach_race lookup_cache
 ISOLATION_OPTS = --load-extension=livewidget
 
 PG_CPPFLAGS = -I$(srcdir)/extension

@@ -122,13 +122,22 @@ static List *stale_plans = NIL;
 Datum
 livewidget_real_value(PG_FUNCTION_ARGS)
 {
-	float4		value = PG_GETARG_FLOAT4(0);
+	PG_RETURN_FLOAT8(lw_real_to_double(PG_GETARG_FLOAT4(0)));
+}
+
+/*
+ * lw_real_to_double
+ *		What livewidget.real_value() returns, for C callers.
+ */
+float8
+lw_real_to_double(float4 value)
+{
 	char		buf[FLOAT_SHORTEST_DECIMAL_LEN];
 
 	if (isnan(value) || isinf(value))
-		PG_RETURN_FLOAT8((float8) value);
+		return (float8) value;
 	float_to_shortest_decimal_buf(value, buf);
-	PG_RETURN_FLOAT8(strtod(buf, NULL));
+	return strtod(buf, NULL);
 }
 
 /*
@@ -318,94 +327,6 @@ column_exprs(const LwMapping *map, char **exprs)
 }
 
 /*
- * build_lock_sql
- *		Lock the state rows of the widgets fed by the new readings, in
- *		widget id order.
- *
- * LockRows runs above the sort, so the locks are taken in that order and
- * two statements cannot deadlock on each other.  Widgets without a state
- * row were not made by track() and are not fed.
- */
-static char *
-build_lock_sql(char **exprs)
-{
-	return psprintf("SELECT s.widget_id, s.last_seq, s.sample_count,"
-					"       t.max_samples"
-					"  FROM livewidget.widget_state AS s"
-					"  JOIN livewidget.tracked_variable AS t"
-					"    ON t.widget_id = s.widget_id"
-					" WHERE EXISTS (SELECT 1 FROM new_readings AS r"
-					"                WHERE %s = t.device_id"
-					"                  AND %s = t.sensor_type)"
-					" ORDER BY s.widget_id COLLATE \"C\""
-					"   FOR UPDATE OF s",
-					exprs[M_DEVICE], exprs[M_SENSOR]);
-}
-
-/*
- * build_new_sql
- *		The new readings per widget that may stay in its buffer, oldest
- *		first, plus every reading the buffer cannot take.
- *
- * Columns: widget_id, ord, ts, value, unit, problem.  "ord" numbers the
- * rows in insertion order (row_number() over an unordered window follows
- * the scan of the transition table).  problem is 0 for a usable reading,
- * LW_SKIP_NULL, LW_SKIP_NOT_FINITE or LW_SKIP_TIME otherwise; readings
- * with a null device or sensor come with a null widget_id, and only from
- * a table where those columns may be null.
- */
-static char *
-build_new_sql(const LwMapping *map, char **exprs)
-{
-	StringInfoData sql;
-
-	initStringInfo(&sql);
-	appendStringInfo(&sql,
-					 "WITH n AS ("
-					 "  SELECT row_number() OVER () AS ord, %s AS device_id,"
-					 "         %s AS sensor_type, %s AS ts, %s AS value,"
-					 "         %s AS unit"
-					 "    FROM new_readings AS r),"
-					 " c AS ("
-					 "  SELECT t.widget_id, t.max_samples, n.ord, n.ts,"
-					 "         n.value, n.unit,"
-					 "         CASE WHEN n.value IS NULL OR n.ts IS NULL THEN %d"
-					 "              WHEN NOT (n.value > '-Infinity'::float8"
-					 "                        AND n.value < 'Infinity'::float8)"
-					 "              THEN %d"
-					 "              WHEN NOT (n.ts >= " LW_TS_LOW_SQL
-					 "                        AND n.ts < " LW_TS_HIGH_SQL ")"
-					 "              THEN %d ELSE 0 END AS problem"
-					 "    FROM n JOIN livewidget.tracked_variable AS t"
-					 "      ON t.device_id = n.device_id"
-					 "     AND t.sensor_type = n.sensor_type)"
-					 " SELECT * FROM ("
-					 "  SELECT c.widget_id, c.ord, c.ts, c.value, c.unit,"
-					 "         c.problem"
-					 "    FROM (SELECT c.*, row_number() OVER"
-					 "                 (PARTITION BY c.widget_id, c.problem"
-					 "                  ORDER BY c.ts DESC, c.ord DESC) AS newest"
-					 "            FROM c) AS c"
-					 "   WHERE c.newest <= c.max_samples OR c.problem <> 0",
-					 exprs[M_DEVICE], exprs[M_SENSOR], exprs[M_TS],
-					 exprs[M_VALUE], exprs[M_UNIT],
-					 LW_SKIP_NULL, LW_SKIP_NOT_FINITE, LW_SKIP_TIME);
-
-	if (map->nullable[M_DEVICE] || map->nullable[M_SENSOR])
-		appendStringInfo(&sql,
-						 "  UNION ALL"
-						 "  SELECT NULL, n.ord, n.ts, n.value, n.unit, %d"
-						 "    FROM n"
-						 "   WHERE n.device_id IS NULL OR n.sensor_type IS NULL",
-						 LW_SKIP_NULL);
-
-	appendStringInfoString(&sql,
-						   ") AS x ORDER BY x.widget_id COLLATE \"C\","
-						   " x.ts, x.ord");
-	return sql.data;
-}
-
-/*
  * read_mapping
  *		Load the mapping row of relid; false when the table is not
  *		attached.  Must be called while connected to SPI.
@@ -517,19 +438,6 @@ init_cache(void)
 															false));
 }
 
-static SPIPlanPtr
-keep_plan(const char *sql)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, 0, NULL);
-
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed for livewidget query \"%s\": %s",
-			 sql, SPI_result_code_string(SPI_result));
-	if (SPI_keepplan(plan) != 0)
-		elog(ERROR, "SPI_keepplan failed");
-	return plan;
-}
-
 /*
  * build_attachment
  *		Fill a cache entry from the mapping row and the catalogs.
@@ -539,12 +447,9 @@ build_attachment(LwAttachment *entry)
 {
 	LwMapping	map;
 	LwProblem	problem;
-	char	   *exprs[5];
 
 	entry->attached = read_mapping(entry->relid, &map);
 	entry->problem = NULL;
-	entry->lock_plan = NULL;
-	entry->new_plan = NULL;
 	if (!entry->attached)
 		return;
 
@@ -557,9 +462,12 @@ build_attachment(LwAttachment *entry)
 		return;
 	}
 	entry->keys_nullable = map.nullable[M_DEVICE] || map.nullable[M_SENSOR];
-	column_exprs(&map, exprs);
-	entry->lock_plan = keep_plan(build_lock_sql(exprs));
-	entry->new_plan = keep_plan(build_new_sql(&map, exprs));
+	for (int i = 0; i < 5; i++)
+	{
+		entry->attnums[i] = map.names[i] == NULL ? InvalidAttrNumber :
+			get_attnum(map.relid, map.names[i]);
+		entry->types[i] = map.names[i] == NULL ? InvalidOid : map.types[i];
+	}
 }
 
 /*
@@ -580,16 +488,9 @@ lw_attachment(Oid relid)
 	entry = hash_search(attachments, &relid, HASH_ENTER, &found);
 	if (found && entry->valid)
 		return entry;
-	if (found)
-	{
-		retire_plan(entry->lock_plan);
-		retire_plan(entry->new_plan);
-		if (entry->problem)
-			pfree(entry->problem);
-	}
+	if (found && entry->problem)
+		pfree(entry->problem);
 	entry->valid = false;
-	entry->lock_plan = NULL;
-	entry->new_plan = NULL;
 	entry->problem = NULL;
 
 	/* valid first: an invalidation while building must win */
@@ -774,6 +675,7 @@ build_fill(void)
 	fill_plan = NULL;
 	{
 		Oid			argtypes[3] = {TEXTOID, TEXTOID, INT4OID};
+		MemoryContext callercxt = CurrentMemoryContext;
 		SPIPlanPtr	plan = SPI_prepare(sql.data, 3, argtypes);
 
 		if (plan == NULL)
@@ -782,6 +684,8 @@ build_fill(void)
 		if (SPI_keepplan(plan) != 0)
 			elog(ERROR, "SPI_keepplan failed");
 		fill_plan = plan;
+		/* SPI_prepare() leaves SPI's procedure context current */
+		MemoryContextSwitchTo(callercxt);
 	}
 
 	oldcxt = MemoryContextSwitchTo(TopMemoryContext);
@@ -843,8 +747,11 @@ lw_fill_plan(void)
 
 /*
  * livewidget_attachments_changed
- *		Statement trigger on livewidget.attached_table: have every backend
- *		forget its cached mappings once this transaction commits.
+ *		Statement trigger on livewidget.attached_table (as
+ *		attachments_changed()) and on livewidget.tracked_variable (as
+ *		mappings_changed()): have every backend forget what it cached of
+ *		the table once this transaction commits, and this backend at its
+ *		next command.
  */
 Datum
 livewidget_attachments_changed(PG_FUNCTION_ARGS)
@@ -854,7 +761,8 @@ livewidget_attachments_changed(PG_FUNCTION_ARGS)
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("function \"attachments_changed\" was not called by trigger manager")));
+				 errmsg("function \"%s\" was not called by trigger manager",
+						get_func_name(fcinfo->flinfo->fn_oid))));
 	CacheInvalidateRelcacheByRelid(RelationGetRelid(trigdata->tg_relation));
 	return PointerGetDatum(NULL);
 }

@@ -38,11 +38,17 @@
  */
 #include "postgres.h"
 
+#include <math.h>
+
 #include "catalog/pg_type_d.h"
 #include "commands/trigger.h"
+#include "executor/executor.h"
 #include "storage/itemptr.h"
 #include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/hsearch.h"
 #include "utils/memutils.h"
+#include "utils/numeric.h"
 #include "utils/timestamp.h"
 #include "utils/tuplestore.h"
 
@@ -93,6 +99,13 @@ typedef struct WidgetBuffer
 	int64		removed_seq;	/* highest seq that left, 0 if none */
 	bool		changed;		/* state row needs saving */
 } WidgetBuffer;
+
+/* Where group_by_widget() put a widget, by id. */
+typedef struct WidgetSlot
+{
+	char		widget_id[LW_WIDGET_ID_MAX_LEN + 1];	/* hash key */
+	int			index;			/* in StatementWork.widgets */
+} WidgetSlot;
 
 /* The work of one statement. */
 typedef struct StatementWork
@@ -173,105 +186,348 @@ find_widget(StatementWork *work, const char *widget_id)
 				   widget_cmp);
 }
 
+/* A row of the transition table, read in C. */
+typedef struct NewRow
+{
+	char	   *device_id;		/* NULL when the column is null */
+	char	   *sensor_type;
+	NewReading	r;
+	int			problem;		/* 0, or an LW_SKIP_* reason */
+} NewRow;
+
+/*
+ * string_column
+ *		A text, varchar or char column as a C string, as its cast to text
+ *		reads it (char loses its trailing blanks).
+ */
+static char *
+string_column(Datum d, Oid type)
+{
+	char	   *s = TextDatumGetCString(d);
+
+	if (type == BPCHAROID)
+	{
+		size_t		len = strlen(s);
+
+		while (len > 0 && s[len - 1] == ' ')
+			s[--len] = '\0';
+	}
+	return s;
+}
+
+/*
+ * value_column
+ *		A numeric column as a double; false when it has none that is
+ *		finite (NaN, infinity, or a numeric beyond a double's range).
+ */
+static bool
+value_column(Datum d, Oid type, float8 *value)
+{
+	switch (type)
+	{
+		case FLOAT8OID:
+			*value = DatumGetFloat8(d);
+			break;
+		case FLOAT4OID:
+			*value = lw_real_to_double(DatumGetFloat4(d));
+			break;
+		case INT2OID:
+			*value = (float8) DatumGetInt16(d);
+			break;
+		case INT4OID:
+			*value = (float8) DatumGetInt32(d);
+			break;
+		case INT8OID:
+			*value = (float8) DatumGetInt64(d);
+			break;
+		case NUMERICOID:
+			if (numeric_is_nan(DatumGetNumeric(d)) ||
+				numeric_is_inf(DatumGetNumeric(d)))
+				return false;
+			/* beyond a double's range this gives an infinity, not an error */
+			*value = DatumGetFloat8(DirectFunctionCall1(numeric_float8_no_overflow,
+														d));
+			break;
+		default:
+			elog(ERROR, "unexpected type %u of a readings value column", type);
+	}
+	return !isnan(*value) && !isinf(*value);
+}
+
+/*
+ * read_rows
+ *		Read the statement's new rows from the transition table, in
+ *		insertion order, as the columns of sensor_data.
+ *
+ * The transition table's rows have the trigger table's row type, also for
+ * rows routed to partitions.  The trigger reads it with a read pointer of
+ * its own, as a scan of it in a query does.
+ */
+static NewRow *
+read_rows(TriggerData *trigdata, LwAttachment *table, int *nrows)
+{
+	static TimestampTz low = 0;
+	static TimestampTz high = 0;
+	Tuplestorestate *store = trigdata->tg_newtable;
+	TupleTableSlot *slot;
+	const AttrNumber *att = table->attnums;
+	const Oid  *type = table->types;
+	NewRow	   *rows;
+	int			n = 0;
+	int			ptr;
+
+	/* years 1 to 9999 UTC: what a sample's RFC 3339 time can show */
+	if (high == 0)
+	{
+		low = (TimestampTz) (date2j(1, 1, 1) - POSTGRES_EPOCH_JDATE) *
+			USECS_PER_DAY;
+		high = (TimestampTz) (date2j(10000, 1, 1) - POSTGRES_EPOCH_JDATE) *
+			USECS_PER_DAY;
+	}
+
+	rows = palloc(sizeof(NewRow) * tuplestore_tuple_count(store));
+	slot = MakeSingleTupleTableSlot(RelationGetDescr(trigdata->tg_relation),
+									&TTSOpsMinimalTuple);
+	ptr = tuplestore_alloc_read_pointer(store, EXEC_FLAG_REWIND);
+	tuplestore_select_read_pointer(store, ptr);
+	tuplestore_rescan(store);
+
+	while (tuplestore_gettupleslot(store, true, false, slot))
+	{
+		NewRow	   *row = &rows[n];
+		Datum		d;
+		bool		isnull;
+		bool		value_null;
+		bool		ts_null;
+
+		row->problem = 0;
+		row->r.ord = ++n;
+		row->r.seq = 0;
+
+		d = slot_getattr(slot, att[LW_ATT_DEVICE], &isnull);
+		row->device_id = isnull ? NULL : string_column(d, type[LW_ATT_DEVICE]);
+		d = slot_getattr(slot, att[LW_ATT_SENSOR], &isnull);
+		row->sensor_type = isnull ? NULL : string_column(d, type[LW_ATT_SENSOR]);
+
+		row->r.unit = NULL;
+		if (att[LW_ATT_UNIT] != InvalidAttrNumber)
+		{
+			d = slot_getattr(slot, att[LW_ATT_UNIT], &isnull);
+			if (!isnull)
+				row->r.unit = lw_clip_unit(string_column(d, type[LW_ATT_UNIT]));
+		}
+
+		/* timestamp and timestamptz count the same microseconds from 2000 */
+		d = slot_getattr(slot, att[LW_ATT_TS], &ts_null);
+		row->r.ts = ts_null ? 0 : DatumGetTimestampTz(d);
+		d = slot_getattr(slot, att[LW_ATT_VALUE], &value_null);
+
+		if (row->device_id == NULL || row->sensor_type == NULL ||
+			value_null || ts_null)
+			row->problem = LW_SKIP_NULL;
+		else if (!value_column(d, type[LW_ATT_VALUE], &row->r.value))
+			row->problem = LW_SKIP_NOT_FINITE;
+		else if (row->r.ts < low || row->r.ts >= high)
+			row->problem = LW_SKIP_TIME;
+	}
+
+	tuplestore_select_read_pointer(store, 0);
+	ExecDropSingleTupleTableSlot(slot);
+	*nrows = n;
+	return rows;
+}
+
+/*
+ * find_feeds
+ *		The widgets each row feeds (NULL for none), from the lookup cache,
+ *		asking tracked_variable once for all the keys it misses.
+ */
+static const LwFeed **
+find_feeds(NewRow *rows, int nrows)
+{
+	const LwFeed **feeds = palloc0(sizeof(LwFeed *) * nrows);
+	char	  **devices = NULL;
+	char	  **sensors = NULL;
+	int			nmissing = 0;
+
+	for (int i = 0; i < nrows; i++)
+	{
+		if (rows[i].device_id == NULL || rows[i].sensor_type == NULL)
+			continue;
+		feeds[i] = lw_lookup(rows[i].device_id, rows[i].sensor_type);
+		if (feeds[i] != NULL)
+			continue;
+		if (devices == NULL)
+		{
+			devices = palloc(sizeof(char *) * nrows);
+			sensors = palloc(sizeof(char *) * nrows);
+		}
+		devices[nmissing] = rows[i].device_id;
+		sensors[nmissing++] = rows[i].sensor_type;
+	}
+	if (nmissing == 0)
+		return feeds;
+
+	lw_lookup_fill(devices, sensors, nmissing);
+	for (int i = 0; i < nrows; i++)
+		if (feeds[i] == NULL && rows[i].device_id != NULL &&
+			rows[i].sensor_type != NULL)
+			feeds[i] = lw_lookup(rows[i].device_id, rows[i].sensor_type);
+	return feeds;
+}
+
+static int
+reading_ts_cmp(const void *a, const void *b)
+{
+	const NewReading *x = (const NewReading *) a;
+	const NewReading *y = (const NewReading *) b;
+
+	if (x->ts != y->ts)
+		return x->ts < y->ts ? -1 : 1;
+	return (x->ord > y->ord) - (x->ord < y->ord);
+}
+
+/*
+ * group_by_widget
+ *		Give each widget fed by the statement its new readings, the newest
+ *		max_samples of them oldest first by (ts, ord), and count the
+ *		readings the buffers cannot take, by reason.
+ *
+ * Readings of device+sensor pairs no widget tracks are not checked,
+ * except for a null device or sensor, which is always counted (it can
+ * only come from a table where those columns may be null).
+ */
+static void
+group_by_widget(StatementWork *work, NewRow *rows, const LwFeed **feeds,
+				int nrows)
+{
+	HASHCTL		ctl;
+	HTAB	   *byid;
+	int			cap = 16;
+
+	ctl.keysize = LW_WIDGET_ID_MAX_LEN + 1;
+	ctl.entrysize = sizeof(WidgetSlot);
+	ctl.hcxt = CurrentMemoryContext;
+	byid = hash_create("livewidget statement widgets", 64, &ctl,
+					   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	work->widgets = palloc(sizeof(WidgetBuffer) * cap);
+	work->nwidgets = 0;
+
+	for (int i = 0; i < nrows; i++)
+	{
+		const LwFeed *feed = feeds[i];
+
+		if (rows[i].device_id == NULL || rows[i].sensor_type == NULL)
+		{
+			work->nskipped[LW_SKIP_NULL]++;
+			continue;
+		}
+		if (feed == NULL || feed->nwidgets == 0)
+			continue;
+		if (rows[i].problem != 0)
+		{
+			work->nskipped[rows[i].problem]++;
+			continue;
+		}
+
+		for (int k = 0; k < feed->nwidgets; k++)
+		{
+			const LwWidgetRef *ref = &feed->widgets[k];
+			WidgetSlot *slot;
+			WidgetBuffer *w;
+			bool		found;
+
+			/* track() checks that ids fit the key */
+			slot = hash_search(byid, ref->widget_id, HASH_ENTER, &found);
+			if (!found)
+			{
+				if (work->nwidgets == cap)
+				{
+					cap *= 2;
+					work->widgets = repalloc(work->widgets,
+											 sizeof(WidgetBuffer) * cap);
+				}
+				slot->index = work->nwidgets++;
+				w = &work->widgets[slot->index];
+				memset(w, 0, sizeof(WidgetBuffer));
+				w->widget_id = pstrdup(ref->widget_id);
+				w->max_samples = ref->max_samples;
+			}
+			w = &work->widgets[slot->index];
+			if (w->nnew == w->newcap)
+			{
+				w->newcap = Max(8, w->newcap * 2);
+				w->news = w->news == NULL ?
+					palloc(sizeof(NewReading) * w->newcap) :
+					repalloc(w->news, sizeof(NewReading) * w->newcap);
+			}
+			w->news[w->nnew++] = rows[i].r;
+		}
+	}
+
+	/* widget id order, strcmp() as COLLATE "C" sorts */
+	qsort(work->widgets, work->nwidgets, sizeof(WidgetBuffer), widget_cmp);
+
+	/* a reading older than max_samples newer ones of its statement stays out */
+	for (int i = 0; i < work->nwidgets; i++)
+	{
+		WidgetBuffer *w = &work->widgets[i];
+
+		qsort(w->news, w->nnew, sizeof(NewReading), reading_ts_cmp);
+		if (w->nnew > w->max_samples)
+		{
+			memmove(w->news, w->news + (w->nnew - w->max_samples),
+					sizeof(NewReading) * w->max_samples);
+			w->nnew = w->max_samples;
+		}
+	}
+}
+
 /*
  * lock_widgets
- *		Lock and load the state of every widget the statement feeds.
+ *		Lock the state rows of the statement's widgets, in widget id order,
+ *		and load their counters; a widget without one is not fed.
  */
 static void
 lock_widgets(StatementWork *work)
 {
+	char	  **ids = palloc(sizeof(char *) * work->nwidgets);
+	Datum		arg;
 	SPITupleTable *tt;
+	int			kept = 0;
+	uint64		r = 0;
 
-	lw_execute_plan(work->table->lock_plan, 0, NULL, NULL, false,
-					SPI_OK_SELECT);
+	for (int i = 0; i < work->nwidgets; i++)
+		ids[i] = work->widgets[i].widget_id;
+	arg = lw_cstring_array(ids, work->nwidgets);
+	lw_execute(LW_Q_LOCK_WIDGETS, &arg, NULL, false, SPI_OK_SELECT);
 	tt = SPI_tuptable;
 
-	work->nwidgets = (int) SPI_processed;
-	work->widgets = palloc0(sizeof(WidgetBuffer) * Max(work->nwidgets, 1));
+	/* both lists are in the same order: merge them */
 	for (int i = 0; i < work->nwidgets; i++)
 	{
 		WidgetBuffer *w = &work->widgets[i];
-		HeapTuple	tup = tt->vals[i];
-		TupleDesc	desc = tt->tupdesc;
 		bool		isnull;
+		char	   *id = NULL;
 
-		w->widget_id = TextDatumGetCString(SPI_getbinval(tup, desc, 1,
-														 &isnull));
-		w->last_seq = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
-		w->sample_count = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
-		w->max_samples = DatumGetInt32(SPI_getbinval(tup, desc, 4, &isnull));
+		while (r < SPI_processed &&
+			   strcmp(id = TextDatumGetCString(SPI_getbinval(tt->vals[r],
+															  tt->tupdesc, 1,
+															  &isnull)),
+					  w->widget_id) < 0)
+			r++;
+		if (r >= SPI_processed || strcmp(id, w->widget_id) != 0)
+			continue;			/* tracked, but has no state row: not fed */
+
+		w->last_seq = DatumGetInt64(SPI_getbinval(tt->vals[r], tt->tupdesc, 2,
+												  &isnull));
+		w->sample_count = DatumGetInt32(SPI_getbinval(tt->vals[r],
+													  tt->tupdesc, 3,
+													  &isnull));
+		r++;
+		work->widgets[kept++] = *w;
 	}
-	SPI_freetuptable(tt);
-
-	/* The query sorted with COLLATE "C"; make sure bsearch agrees. */
-	qsort(work->widgets, work->nwidgets, sizeof(WidgetBuffer), widget_cmp);
-}
-
-/*
- * add_new_reading
- *		Append one usable row of the new readings query to its widget.
- */
-static void
-add_new_reading(WidgetBuffer *w, HeapTuple tup, TupleDesc desc)
-{
-	NewReading *r;
-	bool		isnull;
-	Datum		unit;
-
-	if (w->nnew == w->newcap)
-	{
-		w->newcap = Max(8, w->newcap * 2);
-		w->news = w->news == NULL ?
-			palloc(sizeof(NewReading) * w->newcap) :
-			repalloc(w->news, sizeof(NewReading) * w->newcap);
-	}
-	r = &w->news[w->nnew++];
-
-	r->ord = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
-	r->ts = DatumGetTimestampTz(SPI_getbinval(tup, desc, 3, &isnull));
-	r->value = DatumGetFloat8(SPI_getbinval(tup, desc, 4, &isnull));
-	unit = SPI_getbinval(tup, desc, 5, &isnull);
-	r->unit = isnull ? NULL : lw_clip_unit(TextDatumGetCString(unit));
-	r->seq = 0;
-}
-
-/*
- * load_new_readings
- *		Give each widget the readings of the statement that may stay in its
- *		buffer, and count the ones the buffer cannot take, by reason.
- */
-static void
-load_new_readings(StatementWork *work)
-{
-	SPITupleTable *tt;
-
-	lw_execute_plan(work->table->new_plan, 0, NULL, NULL, false,
-					SPI_OK_SELECT);
-	tt = SPI_tuptable;
-
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		HeapTuple	tup = tt->vals[i];
-		TupleDesc	desc = tt->tupdesc;
-		bool		isnull;
-		Datum		id;
-		WidgetBuffer *w = NULL;
-		int			problem;
-
-		id = SPI_getbinval(tup, desc, 1, &isnull);
-		if (!isnull)
-		{
-			w = find_widget(work, TextDatumGetCString(id));
-			if (w == NULL)
-				continue;		/* tracked, but has no state row: not fed */
-		}
-
-		problem = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
-		if (problem == 0 && w != NULL)
-			add_new_reading(w, tup, desc);
-		else if (problem >= LW_SKIP_NULL && problem <= LW_SKIP_TIME)
-			work->nskipped[problem]++;
-	}
+	work->nwidgets = kept;
 	SPI_freetuptable(tt);
 }
 
@@ -641,6 +897,7 @@ livewidget_buffer_readings(PG_FUNCTION_ARGS)
 	MemoryContextSwitchTo(stmtcxt);
 
 	work.table = find_table(trigdata);
+	MemoryContextSwitchTo(stmtcxt);
 	if (work.table->problem != NULL)
 	{
 		/* a mapping broken by ALTER TABLE must not fail the insert */
@@ -653,9 +910,15 @@ livewidget_buffer_readings(PG_FUNCTION_ARGS)
 	}
 	else
 	{
-		lock_widgets(&work);
-		if (work.nwidgets > 0 || work.table->keys_nullable)
-			load_new_readings(&work);
+		int			nrows;
+		NewRow	   *rows = read_rows(trigdata, work.table, &nrows);
+		const LwFeed **feeds;
+
+		lw_lookup_begin();
+		feeds = find_feeds(rows, nrows);
+		group_by_widget(&work, rows, feeds, nrows);
+		if (work.nwidgets > 0)
+			lock_widgets(&work);
 		if (work.nwidgets > 0)
 		{
 			load_oldest_samples(&work);

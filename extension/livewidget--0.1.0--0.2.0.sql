@@ -10,4 +10,30 @@
 --
 ALTER TABLE livewidget.widget_sample DROP CONSTRAINT widget_sample_pkey;
 DROP INDEX livewidget.widget_sample_widget_ts_seq_idx;
+
+--
+-- widget_id of the buffer and of its state rows in the "C" collation:
+-- byte order, so that the key comparisons of every buffer write are
+-- cheap.  Ids are ASCII, so no order a reader sees changes.
+--
+ALTER TABLE livewidget.widget_sample
+    ALTER COLUMN widget_id TYPE text COLLATE "C";
+ALTER TABLE livewidget.widget_state
+    ALTER COLUMN widget_id TYPE text COLLATE "C";
+
 ALTER TABLE livewidget.widget_sample ADD PRIMARY KEY (widget_id, ts, seq);
+
+-- Every backend forgets its cached device+sensor -> widget lookups when
+-- tracked_variable changes (see extension/lookup.c).
+CREATE FUNCTION livewidget.mappings_changed()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'livewidget_attachments_changed'
+LANGUAGE C
+SET search_path = pg_catalog, pg_temp;
+
+REVOKE ALL ON FUNCTION livewidget.mappings_changed() FROM PUBLIC;
+
+CREATE TRIGGER mappings_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON livewidget.tracked_variable
+    FOR EACH STATEMENT
+    EXECUTE FUNCTION livewidget.mappings_changed();

@@ -52,7 +52,9 @@ CREATE INDEX tracked_variable_device_sensor_idx
 -- to 64 bytes here; the reading keeps it whole.
 --
 CREATE TABLE livewidget.widget_sample (
-    widget_id text NOT NULL,
+    -- "C": ids are ASCII, and byte order makes every key comparison of
+    -- the buffer's index (one per sample written) cheap
+    widget_id text COLLATE "C" NOT NULL,
     seq bigint NOT NULL,
     ts timestamptz NOT NULL,
     value double precision NOT NULL,
@@ -79,7 +81,7 @@ CREATE TABLE livewidget.widget_sample (
 --   sample_count  rows of the widget in widget_sample
 --
 CREATE TABLE livewidget.widget_state (
-    widget_id text PRIMARY KEY,
+    widget_id text COLLATE "C" PRIMARY KEY,
     last_seq bigint NOT NULL DEFAULT 0,
     removed_seq bigint NOT NULL DEFAULT 0,
     sample_count int NOT NULL DEFAULT 0,
@@ -262,6 +264,21 @@ CREATE TRIGGER attachments_changed
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON livewidget.attached_table
     FOR EACH STATEMENT
     EXECUTE FUNCTION livewidget.attachments_changed();
+
+-- Every backend forgets its cached device+sensor -> widget lookups when
+-- tracked_variable changes (see extension/lookup.c).
+CREATE FUNCTION livewidget.mappings_changed()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'livewidget_attachments_changed'
+LANGUAGE C
+SET search_path = pg_catalog, pg_temp;
+
+REVOKE ALL ON FUNCTION livewidget.mappings_changed() FROM PUBLIC;
+
+CREATE TRIGGER mappings_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON livewidget.tracked_variable
+    FOR EACH STATEMENT
+    EXECUTE FUNCTION livewidget.mappings_changed();
 
 -- sensor_data feeds widgets from the start; detach() may undo that.
 SELECT livewidget.attach('livewidget.sensor_data');

@@ -47,6 +47,30 @@ typedef struct LwQuery
  * guarantees; the callers say why they need it.
  */
 static const LwQuery lw_queries[LW_Q_COUNT] = {
+	/* LW_Q_LOOKUP_WIDGETS: the widgets fed by the keys ($1[i], $2[i]) */
+	[LW_Q_LOOKUP_WIDGETS] = {
+		"SELECT t.device_id, t.sensor_type, t.widget_id, t.max_samples"
+		"  FROM livewidget.tracked_variable AS t"
+		" WHERE (t.device_id, t.sensor_type) IN"
+		"       (SELECT * FROM unnest($1, $2))",
+		2, {TEXTARRAYOID, TEXTARRAYOID}
+	},
+
+	/*
+	 * LW_Q_LOCK_WIDGETS: lock the state rows of widgets $1 and read their
+	 * counters.  LockRows runs above the sort, so the locks are taken in
+	 * widget id order and two statements cannot deadlock on each other.
+	 * A widget without a state row was not made by track() and is not fed.
+	 */
+	[LW_Q_LOCK_WIDGETS] = {
+		"SELECT s.widget_id, s.last_seq, s.sample_count"
+		"  FROM livewidget.widget_state AS s"
+		" WHERE s.widget_id = ANY ($1)"
+		" ORDER BY s.widget_id COLLATE \"C\""
+		"   FOR UPDATE",
+		1, {TEXTARRAYOID}
+	},
+
 	/*
 	 * LW_Q_OLDEST_SAMPLES: for each widget $1[i], its $2[i] oldest samples
 	 * by (ts, seq): the only ones new readings can push out.  Their ctid
@@ -290,6 +314,7 @@ SPIPlanPtr
 lw_plan(LwQueryId id)
 {
 	const LwQuery *q = &lw_queries[id];
+	MemoryContext callercxt = CurrentMemoryContext;
 	SPIPlanPtr	plan;
 
 	if (lw_plans[id] != NULL)
@@ -308,6 +333,11 @@ lw_plan(LwQueryId id)
 	if (SPI_keepplan(plan) != 0)
 		elog(ERROR, "SPI_keepplan failed for livewidget query %d", (int) id);
 
+	/*
+	 * SPI_prepare() returns in SPI's procedure context, which goes at
+	 * SPI_finish(); what the caller allocates next must outlive it.
+	 */
+	MemoryContextSwitchTo(callercxt);
 	lw_plans[id] = plan;
 	return plan;
 }

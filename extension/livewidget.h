@@ -70,6 +70,8 @@ typedef struct LwSample
  */
 typedef enum LwQueryId
 {
+	LW_Q_LOOKUP_WIDGETS,
+	LW_Q_LOCK_WIDGETS,
 	LW_Q_OLDEST_SAMPLES,
 	LW_Q_INSERT_SAMPLES,
 	LW_Q_WRITE_BUFFERS,
@@ -99,10 +101,19 @@ typedef enum LwQueryId
 #define LW_SKIP_NOT_FINITE	2	/* NaN, infinity, or beyond a double */
 #define LW_SKIP_TIME		3	/* outside years 1 to 9999 UTC */
 
+/* The mapped columns of a readings table, in this order */
+#define LW_ATT_DEVICE		0
+#define LW_ATT_SENSOR		1
+#define LW_ATT_VALUE		2
+#define LW_ATT_UNIT			3
+#define LW_ATT_TS			4
+#define LW_ATT_COUNT		5
+
 /*
  * A readings table as the buffer trigger sees it, cached per backend by
- * table OID (attach.c).  The plans read the transition table
- * "new_readings" and are only valid inside the trigger.
+ * table OID (attach.c): where each mapped column is in the table's rows
+ * (and so in the rows of the transition table), and its base type, one
+ * of those attach() accepts.
  */
 typedef struct LwAttachment
 {
@@ -111,9 +122,23 @@ typedef struct LwAttachment
 	bool		attached;		/* has a row in attached_table */
 	char	   *problem;		/* why the mapping cannot be used, or NULL */
 	bool		keys_nullable;	/* device or sensor column may be null */
-	SPIPlanPtr	lock_plan;		/* lock the fed widgets' state rows */
-	SPIPlanPtr	new_plan;		/* new readings per widget */
+	AttrNumber	attnums[LW_ATT_COUNT];	/* InvalidAttrNumber: no unit column */
+	Oid			types[LW_ATT_COUNT];
 } LwAttachment;
+
+/* A widget a device+sensor feeds (lookup.c) */
+typedef struct LwWidgetRef
+{
+	char	   *widget_id;
+	int32		max_samples;
+} LwWidgetRef;
+
+/* Every widget one device+sensor feeds; none when it is not tracked */
+typedef struct LwFeed
+{
+	int			nwidgets;
+	LwWidgetRef *widgets;
+} LwFeed;
 
 /* livewidget.c */
 extern SPIPlanPtr lw_plan(LwQueryId id);
@@ -126,6 +151,11 @@ extern Datum lw_build_array(Datum *elems, const bool *nulls, int n,
 							Oid elemtype);
 extern Datum lw_cstring_array(char **strs, int n);
 
+/* lookup.c */
+extern void lw_lookup_begin(void);
+extern const LwFeed *lw_lookup(const char *device_id, const char *sensor_type);
+extern void lw_lookup_fill(char **device_ids, char **sensor_types, int n);
+
 /* sample_json.c */
 extern void lw_append_timestamp(StringInfo buf, TimestampTz ts);
 extern void lw_append_value(StringInfo buf, float8 value);
@@ -135,6 +165,7 @@ extern void lw_notify_samples(const char *widget_id, const LwSample *samples,
 
 /* attach.c */
 extern LwAttachment *lw_attachment(Oid relid);
+extern float8 lw_real_to_double(float4 value);
 extern void lw_lock_attached_tables(void);
 extern SPIPlanPtr lw_fill_plan(void);
 
