@@ -23,7 +23,7 @@ REGRESS_OPTS = --inputdir=. --dbname=livewidget_regress
 ISOLATION = notify concurrent_writers track_race attach_race lookup_cache
 ISOLATION_OPTS = --load-extension=livewidget
 
-PG_CPPFLAGS = -I$(srcdir)/extension
+PG_CPPFLAGS = -I$(srcdir)/extension -DLW_EXTVERSION='"$(EXTVERSION)"'
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)

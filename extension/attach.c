@@ -442,11 +442,44 @@ init_cache(void)
  * build_attachment
  *		Fill a cache entry from the mapping row and the catalogs.
  */
+/*
+ * check_version
+ *		Refuse to buffer with a library newer than the extension's objects
+ *		in this database (between "make install" and ALTER EXTENSION
+ *		UPDATE): its queries may rely on what the update adds, such as the
+ *		trigger that keeps the lookup cache of lookup.c up to date.
+ *
+ * The insert fails rather than storing readings that the buffers would
+ * miss; a client that retries (the bridge holds its messages) loses
+ * nothing.
+ */
+static void
+check_version(void)
+{
+	char	   *installed = NULL;
+
+	lw_execute(LW_Q_EXTENSION_VERSION, NULL, NULL, false, SPI_OK_SELECT);
+	if (SPI_processed == 1)
+		installed = SPI_getvalue(SPI_tuptable->vals[0],
+								 SPI_tuptable->tupdesc, 1);
+	SPI_freetuptable(SPI_tuptable);
+
+	if (installed == NULL || strcmp(installed, LW_EXTVERSION) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("livewidget library version %s cannot buffer readings for extension version %s",
+						LW_EXTVERSION, installed ? installed : "(none)"),
+				 errdetail("The readings were not stored."),
+				 errhint("Run ALTER EXTENSION livewidget UPDATE in this database.")));
+}
+
 static void
 build_attachment(LwAttachment *entry)
 {
 	LwMapping	map;
 	LwProblem	problem;
+
+	check_version();
 
 	entry->attached = read_mapping(entry->relid, &map);
 	entry->problem = NULL;

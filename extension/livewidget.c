@@ -287,6 +287,12 @@ static const LwQuery lw_queries[LW_Q_COUNT] = {
 	 * LW_Q_INTEGER_KEY: the column of table $1's primary key when it is a
 	 * single integer column, which orders its rows by insertion.
 	 */
+	[LW_Q_EXTENSION_VERSION] = {
+		"SELECT extversion FROM pg_catalog.pg_extension"
+		" WHERE extname = 'livewidget'",
+		0, {InvalidOid}
+	},
+
 	[LW_Q_INTEGER_KEY] = {
 		"SELECT a.attname"
 		"  FROM pg_catalog.pg_index AS i"

@@ -90,6 +90,7 @@ typedef enum LwQueryId
 	LW_Q_DELETE_ATTACHMENT,
 	LW_Q_FIND_TRIGGER,
 	LW_Q_INTEGER_KEY,
+	LW_Q_EXTENSION_VERSION,
 	LW_Q_COUNT					/* number of queries, not a query */
 } LwQueryId;
 
