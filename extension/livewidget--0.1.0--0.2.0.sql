@@ -37,3 +37,9 @@ CREATE TRIGGER mappings_changed
     AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON livewidget.tracked_variable
     FOR EACH STATEMENT
     EXECUTE FUNCTION livewidget.mappings_changed();
+
+--
+-- The buffer trigger's queries all look rows up by key: keep the planner
+-- from scanning small tables whole at every statement.
+--
+ALTER FUNCTION livewidget.buffer_readings() SET enable_seqscan = off;

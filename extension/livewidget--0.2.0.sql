@@ -203,13 +203,17 @@ COMMENT ON FUNCTION livewidget.samples_after(text, bigint) IS
 --
 -- The buffer trigger.  It runs as the extension's owner so that a role
 -- allowed to insert readings need not be allowed to write the buffer.
+-- Its queries all look rows up by key; without enable_seqscan = off the
+-- planner scans small tables (widget_state with its dead row versions)
+-- whole, at every statement.
 --
 CREATE FUNCTION livewidget.buffer_readings()
 RETURNS trigger
 AS 'MODULE_PATHNAME', 'livewidget_buffer_readings'
 LANGUAGE C
 SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp;
+SET search_path = pg_catalog, pg_temp
+SET enable_seqscan = off;
 
 -- Nobody else may hang this owner-rights function on a table of theirs.
 REVOKE ALL ON FUNCTION livewidget.buffer_readings() FROM PUBLIC;
