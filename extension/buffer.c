@@ -69,18 +69,11 @@ typedef struct NewReading
 	int64		seq;			/* assigned when it stays in the buffer */
 } NewReading;
 
-/* A buffered sample that new readings may push out. */
-typedef struct OldSample
-{
-	int64		seq;
-	TimestampTz ts;
-	ItemPointerData tid;		/* its row, for reuse or deletion */
-} OldSample;
-
 /* One widget fed by the statement, and what happens to its buffer. */
 typedef struct WidgetBuffer
 {
 	char	   *widget_id;
+	LwStateRow	state;			/* as read, under the widget's lock */
 	int64		last_seq;
 	int32		sample_count;
 	int32		max_samples;
@@ -89,7 +82,7 @@ typedef struct WidgetBuffer
 	int			nnew;
 	int			newcap;
 
-	OldSample  *olds;			/* oldest first, by (ts, seq) */
+	LwSampleRow *olds;			/* oldest first, by (ts, seq) */
 	int			nold;
 	int			oldwanted;		/* how many olds were asked for */
 
@@ -176,15 +169,6 @@ widget_cmp(const void *a, const void *b)
 				  ((const WidgetBuffer *) b)->widget_id);
 }
 
-static WidgetBuffer *
-find_widget(StatementWork *work, const char *widget_id)
-{
-	WidgetBuffer key;
-
-	key.widget_id = (char *) widget_id;
-	return bsearch(&key, work->widgets, work->nwidgets, sizeof(WidgetBuffer),
-				   widget_cmp);
-}
 
 /* A row of the transition table, read in C. */
 typedef struct NewRow
@@ -483,110 +467,6 @@ group_by_widget(StatementWork *work, NewRow *rows, const LwFeed **feeds,
 	}
 }
 
-/*
- * lock_widgets
- *		Lock the state rows of the statement's widgets, in widget id order,
- *		and load their counters; a widget without one is not fed.
- */
-static void
-lock_widgets(StatementWork *work)
-{
-	char	  **ids = palloc(sizeof(char *) * work->nwidgets);
-	Datum		arg;
-	SPITupleTable *tt;
-	int			kept = 0;
-	uint64		r = 0;
-
-	for (int i = 0; i < work->nwidgets; i++)
-		ids[i] = work->widgets[i].widget_id;
-	arg = lw_cstring_array(ids, work->nwidgets);
-	lw_execute(LW_Q_LOCK_WIDGETS, &arg, NULL, false, SPI_OK_SELECT);
-	tt = SPI_tuptable;
-
-	/* both lists are in the same order: merge them */
-	for (int i = 0; i < work->nwidgets; i++)
-	{
-		WidgetBuffer *w = &work->widgets[i];
-		bool		isnull;
-		char	   *id = NULL;
-
-		while (r < SPI_processed &&
-			   strcmp(id = TextDatumGetCString(SPI_getbinval(tt->vals[r],
-															  tt->tupdesc, 1,
-															  &isnull)),
-					  w->widget_id) < 0)
-			r++;
-		if (r >= SPI_processed || strcmp(id, w->widget_id) != 0)
-			continue;			/* tracked, but has no state row: not fed */
-
-		w->last_seq = DatumGetInt64(SPI_getbinval(tt->vals[r], tt->tupdesc, 2,
-												  &isnull));
-		w->sample_count = DatumGetInt32(SPI_getbinval(tt->vals[r],
-													  tt->tupdesc, 3,
-													  &isnull));
-		r++;
-		work->widgets[kept++] = *w;
-	}
-	work->nwidgets = kept;
-	SPI_freetuptable(tt);
-}
-
-/*
- * load_oldest_samples
- *		Fetch, for each widget whose buffer overflows, the buffered samples
- *		that may be pushed out: as many of its oldest as there are samples
- *		too many, at most all of them.
- */
-static void
-load_oldest_samples(StatementWork *work)
-{
-	char	  **ids = palloc(sizeof(char *) * work->nwidgets);
-	Datum	   *wanted = palloc(sizeof(Datum) * work->nwidgets);
-	Datum		args[2];
-	SPITupleTable *tt;
-	int			n = 0;
-
-	for (int i = 0; i < work->nwidgets; i++)
-	{
-		WidgetBuffer *w = &work->widgets[i];
-		int			excess = w->sample_count + w->nnew - w->max_samples;
-
-		w->oldwanted = Min(Max(excess, 0), w->sample_count);
-		if (w->oldwanted == 0)
-			continue;
-		w->olds = palloc(sizeof(OldSample) * w->oldwanted);
-		ids[n] = w->widget_id;
-		wanted[n++] = Int32GetDatum(w->oldwanted);
-	}
-	if (n == 0)
-		return;
-
-	args[0] = lw_cstring_array(ids, n);
-	args[1] = lw_build_array(wanted, NULL, n, INT4OID);
-	lw_execute(LW_Q_OLDEST_SAMPLES, args, NULL, false, SPI_OK_SELECT);
-	tt = SPI_tuptable;
-
-	for (uint64 i = 0; i < SPI_processed; i++)
-	{
-		HeapTuple	tup = tt->vals[i];
-		TupleDesc	desc = tt->tupdesc;
-		bool		isnull;
-		char	   *widget_id;
-		WidgetBuffer *w;
-		OldSample  *o;
-
-		widget_id = TextDatumGetCString(SPI_getbinval(tup, desc, 1, &isnull));
-		w = find_widget(work, widget_id);
-		if (w == NULL || w->nold >= w->oldwanted)
-			elog(ERROR, "unexpected oldest sample of widget \"%s\"", widget_id);
-		o = &w->olds[w->nold++];
-		o->seq = DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
-		o->ts = DatumGetTimestampTz(SPI_getbinval(tup, desc, 3, &isnull));
-		o->tid = *(ItemPointer) DatumGetPointer(SPI_getbinval(tup, desc, 4, &isnull));
-	}
-	SPI_freetuptable(tt);
-}
-
 static int
 reading_ord_cmp(const void *a, const void *b)
 {
@@ -650,152 +530,82 @@ settle_widget(WidgetBuffer *w)
 		w->changed = true;
 }
 
-/* Arrays of one column of LW_Q_WRITE_BUFFERS, filled row by row. */
-typedef struct ColumnArrays
-{
-	Datum	   *tids;
-	char	  **ids;
-	Datum	   *seqs;
-	Datum	   *tss;
-	Datum	   *values;
-	Datum	   *units;
-	bool	   *unitnulls;
-	int			n;
-} ColumnArrays;
-
+/*
+ * write_widget
+ *		Write what settle_widget() decided for one widget.
+ *
+ * A sample that stays takes over the row of one that leaves while there
+ * is one: an update of a row just read costs less than a delete and an
+ * insert.  Rows left over are deleted or inserted.
+ */
 static void
-init_columns(ColumnArrays *c, int size)
+write_widget(LwStore *store, WidgetBuffer *w)
 {
-	size = Max(size, 1);
-	c->tids = palloc(sizeof(Datum) * size);
-	c->ids = palloc(sizeof(char *) * size);
-	c->seqs = palloc(sizeof(Datum) * size);
-	c->tss = palloc(sizeof(Datum) * size);
-	c->values = palloc(sizeof(Datum) * size);
-	c->units = palloc(sizeof(Datum) * size);
-	c->unitnulls = palloc(sizeof(bool) * size);
-	c->n = 0;
-}
+	int			k;
 
-static void
-add_sample(ColumnArrays *c, const ItemPointerData *tid, char *widget_id,
-		   const NewReading *r)
-{
-	int			n = c->n++;
+	for (k = 0; k < w->nkept && k < w->dropped_old; k++)
+		lw_store_replace_sample(store, &w->olds[k].tid, w->widget_id,
+								w->kept[k]->seq, w->kept[k]->ts,
+								w->kept[k]->value, w->kept[k]->unit);
+	for (; k < w->nkept; k++)
+		lw_store_insert_sample(store, w->widget_id, w->kept[k]->seq,
+							   w->kept[k]->ts, w->kept[k]->value,
+							   w->kept[k]->unit);
+	for (k = w->nkept; k < w->dropped_old; k++)
+		lw_store_delete_sample(store, &w->olds[k].tid);
 
-	if (tid != NULL)
-		c->tids[n] = PointerGetDatum(tid);
-	c->ids[n] = widget_id;
-	c->seqs[n] = Int64GetDatum(r->seq);
-	c->tss[n] = TimestampTzGetDatum(r->ts);
-	c->values[n] = Float8GetDatum(r->value);
-	c->unitnulls[n] = (r->unit == NULL);
-	c->units[n] = r->unit == NULL ? (Datum) 0 : CStringGetTextDatum(r->unit);
+	if (!w->changed)
+		return;
+	w->state.last_seq = w->last_seq;
+	w->state.sample_count = w->sample_count;
+	w->state.removed_seq = Max(w->state.removed_seq, w->removed_seq);
+	lw_store_save_state(store, w->widget_id, &w->state);
 }
 
 /*
- * write_buffers
- *		Write what settle_widget() decided, for all widgets in one
- *		statement (LW_Q_WRITE_BUFFERS).
- *
- * A sample that stays takes over the row of one that leaves, while there
- * is one: an update of a row the statement read a moment ago, under the
- * widget's lock, costs less than a delete and an insert.  The rows are
- * found again by ctid, which stays valid since every writer of a buffer
- * holds its widget's lock; the counts returned prove it.
+ * buffer_widgets
+ *		Take the locks of the statement's widgets, then buffer each one's
+ *		new readings.  Widgets without a state row were not made by
+ *		track() and are not fed; they leave the list.
  */
 static void
-write_buffers(StatementWork *work)
+buffer_widgets(StatementWork *work)
 {
-	ColumnArrays moved,
-				added;
-	Datum	   *gone;
-	char	  **ids;
-	Datum	   *last,
-			   *count,
-			   *removed;
-	int			ngone = 0;
-	int			nsaved = 0;
-	int			total_old = 0;
-	int			total_new = 0;
-	Datum		args[15];
-	SPITupleTable *tt;
-	bool		isnull;
-	int			got[4];
+	char	  **ids = palloc(sizeof(char *) * work->nwidgets);
+	LwStore    *store;
+	int			kept = 0;
 
 	for (int i = 0; i < work->nwidgets; i++)
-	{
-		total_old += work->widgets[i].dropped_old;
-		total_new += work->widgets[i].nkept;
-	}
+		ids[i] = work->widgets[i].widget_id;
+	lw_lock_widgets(ids, work->nwidgets);
 
-	init_columns(&moved, Min(total_old, total_new));
-	init_columns(&added, total_new);
-	gone = palloc(sizeof(Datum) * Max(total_old, 1));
-	ids = palloc(sizeof(char *) * work->nwidgets);
-	last = palloc(sizeof(Datum) * work->nwidgets);
-	count = palloc(sizeof(Datum) * work->nwidgets);
-	removed = palloc(sizeof(Datum) * work->nwidgets);
-
+	store = lw_store_open();
 	for (int i = 0; i < work->nwidgets; i++)
 	{
 		WidgetBuffer *w = &work->widgets[i];
-		int			k;
+		int			excess;
 
-		for (k = 0; k < w->nkept && k < w->dropped_old; k++)
-			add_sample(&moved, &w->olds[k].tid, w->widget_id, w->kept[k]);
-		for (; k < w->nkept; k++)
-			add_sample(&added, NULL, w->widget_id, w->kept[k]);
-		for (k = w->nkept; k < w->dropped_old; k++)
-			gone[ngone++] = PointerGetDatum(&w->olds[k].tid);
-
-		if (!w->changed)
+		if (!lw_store_read_state(store, w->widget_id, &w->state))
 			continue;
-		ids[nsaved] = w->widget_id;
-		last[nsaved] = Int64GetDatum(w->last_seq);
-		count[nsaved] = Int32GetDatum(w->sample_count);
-		removed[nsaved++] = Int64GetDatum(w->removed_seq);
+		w->last_seq = w->state.last_seq;
+		w->sample_count = w->state.sample_count;
+
+		/* only the oldest "excess" samples can be pushed out */
+		excess = w->sample_count + w->nnew - w->max_samples;
+		w->oldwanted = Min(Max(excess, 0), w->sample_count);
+		if (w->oldwanted > 0)
+		{
+			w->olds = palloc(sizeof(LwSampleRow) * w->oldwanted);
+			w->nold = lw_store_oldest(store, w->widget_id, w->oldwanted,
+									  w->olds);
+		}
+
+		settle_widget(w);
+		write_widget(store, w);
+		work->widgets[kept++] = *w;
 	}
-	if (moved.n + ngone + added.n + nsaved == 0)
-		return;
-
-	args[0] = lw_build_array(moved.tids, NULL, moved.n, TIDOID);
-	args[1] = lw_build_array(moved.seqs, NULL, moved.n, INT8OID);
-	args[2] = lw_build_array(moved.tss, NULL, moved.n, TIMESTAMPTZOID);
-	args[3] = lw_build_array(moved.values, NULL, moved.n, FLOAT8OID);
-	args[4] = lw_build_array(moved.units, moved.unitnulls, moved.n, TEXTOID);
-	args[5] = lw_build_array(gone, NULL, ngone, TIDOID);
-	args[6] = lw_cstring_array(added.ids, added.n);
-	args[7] = lw_build_array(added.seqs, NULL, added.n, INT8OID);
-	args[8] = lw_build_array(added.tss, NULL, added.n, TIMESTAMPTZOID);
-	args[9] = lw_build_array(added.values, NULL, added.n, FLOAT8OID);
-	args[10] = lw_build_array(added.units, added.unitnulls, added.n, TEXTOID);
-	args[11] = lw_cstring_array(ids, nsaved);
-	args[12] = lw_build_array(last, NULL, nsaved, INT8OID);
-	args[13] = lw_build_array(count, NULL, nsaved, INT4OID);
-	args[14] = lw_build_array(removed, NULL, nsaved, INT8OID);
-	lw_execute(LW_Q_WRITE_BUFFERS, args, NULL, false, SPI_OK_SELECT);
-
-	tt = SPI_tuptable;
-	for (int i = 0; i < 4; i++)
-		got[i] = DatumGetInt32(SPI_getbinval(tt->vals[0], tt->tupdesc, i + 1,
-											 &isnull));
-	SPI_freetuptable(tt);
-
-	/*
-	 * A sample row that changed since LW_Q_OLDEST_SAMPLES read it was
-	 * written by someone who did not take the widget's lock (a hand edit):
-	 * going on would leave the buffer wrong.
-	 */
-	if (got[0] != moved.n || got[1] != ngone || got[2] != added.n ||
-		got[3] != nsaved)
-		ereport(ERROR,
-				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-				 errmsg("widget buffers changed while readings were being buffered"),
-				 errdetail("Expected to reuse %d, delete %d, insert %d and count %d rows; did %d, %d, %d and %d.",
-						   moved.n, ngone, added.n, nsaved,
-						   got[0], got[1], got[2], got[3]),
-				 errhint("Change livewidget.widget_sample only through the livewidget functions.")));
+	work->nwidgets = kept;
+	lw_store_close(store);
 }
 
 /*
@@ -918,14 +728,7 @@ livewidget_buffer_readings(PG_FUNCTION_ARGS)
 		feeds = find_feeds(rows, nrows);
 		group_by_widget(&work, rows, feeds, nrows);
 		if (work.nwidgets > 0)
-			lock_widgets(&work);
-		if (work.nwidgets > 0)
-		{
-			load_oldest_samples(&work);
-			for (int i = 0; i < work.nwidgets; i++)
-				settle_widget(&work.widgets[i]);
-			write_buffers(&work);
-		}
+			buffer_widgets(&work);
 	}
 
 	if (SPI_finish() != SPI_OK_FINISH)

@@ -43,3 +43,14 @@ CREATE TRIGGER mappings_changed
 -- from scanning small tables whole at every statement.
 --
 ALTER FUNCTION livewidget.buffer_readings() SET enable_seqscan = off;
+
+--
+-- Storage of the two tables every buffered reading writes: vacuum after a
+-- fixed number of dead rows; room for HOT updates of the state rows.
+--
+ALTER TABLE livewidget.widget_sample
+    SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 5000,
+         autovacuum_vacuum_cost_delay = 0);
+ALTER TABLE livewidget.widget_state
+    SET (fillfactor = 50, autovacuum_vacuum_scale_factor = 0,
+         autovacuum_vacuum_threshold = 1000, autovacuum_vacuum_cost_delay = 0);

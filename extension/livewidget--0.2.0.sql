@@ -69,7 +69,12 @@ CREATE TABLE livewidget.widget_sample (
     CONSTRAINT widget_sample_value_finite
         CHECK (value > '-Infinity'::float8 AND value < 'Infinity'::float8),
     CONSTRAINT widget_sample_unit_length CHECK (octet_length(unit) <= 64)
-);
+)
+-- Every buffered reading replaces a row: vacuum after a fixed number of
+-- dead rows, not a share of a table that never grows, so that the table
+-- and its index level off under a steady stream.
+WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 5000,
+      autovacuum_vacuum_cost_delay = 0);
 
 --
 -- One row per widget id ever tracked; untrack() keeps it so that seq never
@@ -89,7 +94,12 @@ CREATE TABLE livewidget.widget_state (
         CHECK (widget_id ~ '^[A-Za-z0-9_-]{1,56}$'),
     CONSTRAINT widget_state_sample_count_range
         CHECK (sample_count BETWEEN 0 AND 1000)
-);
+)
+-- Updated by every statement that feeds the widget: room on each page
+-- keeps those updates HOT (the key never changes), and vacuum follows a
+-- fixed number of dead rows.
+WITH (fillfactor = 50, autovacuum_vacuum_scale_factor = 0,
+      autovacuum_vacuum_threshold = 1000, autovacuum_vacuum_cost_delay = 0);
 
 --
 -- The readings tables that feed widgets, and the names of their columns

@@ -141,6 +141,25 @@ typedef struct LwFeed
 	LwWidgetRef *widgets;
 } LwFeed;
 
+/* A widget's state row as the buffer trigger reads and writes it */
+typedef struct LwStateRow
+{
+	ItemPointerData tid;
+	int64		last_seq;
+	int64		removed_seq;
+	int32		sample_count;
+} LwStateRow;
+
+/* A buffered sample that new readings may push out */
+typedef struct LwSampleRow
+{
+	ItemPointerData tid;		/* its row, for reuse or deletion */
+	int64		seq;
+	TimestampTz ts;
+} LwSampleRow;
+
+typedef struct LwStore LwStore;
+
 /* livewidget.c */
 extern SPIPlanPtr lw_plan(LwQueryId id);
 extern void lw_execute(LwQueryId id, Datum *values, const bool *nulls,
@@ -156,6 +175,25 @@ extern Datum lw_cstring_array(char **strs, int n);
 extern void lw_lookup_begin(void);
 extern const LwFeed *lw_lookup(const char *device_id, const char *sensor_type);
 extern void lw_lookup_fill(char **device_ids, char **sensor_types, int n);
+
+/* store.c */
+extern void lw_lock_widgets(char **widget_ids, int n);
+extern LwStore *lw_store_open(void);
+extern void lw_store_close(LwStore *s);
+extern bool lw_store_read_state(LwStore *s, const char *widget_id,
+								LwStateRow *row);
+extern int	lw_store_oldest(LwStore *s, const char *widget_id, int n,
+							LwSampleRow *out);
+extern void lw_store_replace_sample(LwStore *s, ItemPointer tid,
+									const char *widget_id, int64 seq,
+									TimestampTz ts, float8 value,
+									const char *unit);
+extern void lw_store_insert_sample(LwStore *s, const char *widget_id,
+								   int64 seq, TimestampTz ts, float8 value,
+								   const char *unit);
+extern void lw_store_delete_sample(LwStore *s, ItemPointer tid);
+extern void lw_store_save_state(LwStore *s, const char *widget_id,
+								LwStateRow *row);
 
 /* sample_json.c */
 extern void lw_append_timestamp(StringInfo buf, TimestampTz ts);

@@ -10,8 +10,9 @@
  * until this transaction ends, so a reading
  * committed while track() runs is either already in the table when the
  * buffer is filled, or inserted after the new mapping is visible to the
- * buffer trigger; it is never missed by both.  Then they lock the
- * widget's state row, like the trigger, so seq stays in commit order.
+ * buffer trigger; it is never missed by both.  Then they take the
+ * widget's lock, like the trigger, and its state row's, so seq stays in
+ * commit order.
  *
  * Under REPEATABLE READ and SERIALIZABLE the same holds: the extension's
  * own queries run with a fresh snapshot (see lw_execute()), so neither
@@ -126,6 +127,8 @@ lock_state(WidgetState *state, const char *widget_id, bool create)
 	state->last_seq = 0;
 	state->removed_seq = 0;
 
+	/* the lock every writer of the widget's buffer takes first (store.c) */
+	lw_lock_widgets(&state->widget_id, 1);
 	if (create)
 		lw_execute(LW_Q_CREATE_STATE, &arg, NULL, false, SPI_OK_INSERT);
 	lw_execute(LW_Q_LOCK_STATE, &arg, NULL, false, SPI_OK_SELECT);
