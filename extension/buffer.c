@@ -5,29 +5,28 @@
  *
  * livewidget.buffer_readings() fires AFTER INSERT FOR EACH STATEMENT on
  * every attached readings table (livewidget.sensor_data and those given
- * to livewidget.attach()) with the transition table "new_readings".  It
- * finds the table's queries by the trigger's table OID (attach.c).  Per
- * statement, with a fixed number of set-based queries whatever the number
- * of rows:
+ * to livewidget.attach()) with the transition table "new_readings".  Per
+ * statement, whatever the number of rows:
  *
- *	1. lock the state rows of the widgets fed by the new readings, in
- *	   widget id order (the table's lock_plan);
- *	2. read, per widget, the new readings that can end up in its buffer
- *	   (the table's new_plan), and the oldest samples they may push out
- *	   (LW_Q_OLDEST_SAMPLES);
- *	3. decide in C which readings stay and which samples go, number the
- *	   new samples, and write it all in one statement (LW_Q_WRITE_BUFFERS):
- *	   a new sample takes over the row of a sample it pushes out, rows
- *	   left over are deleted or inserted, and the counters are saved;
- *	4. notify the new samples.
+ *	1. read the new rows from the transition table, as sensor_data's
+ *	   columns (the table's mapping comes from attach.c);
+ *	2. find the widgets each device+sensor feeds (lookup.c, one query for
+ *	   all the keys the per-backend cache misses);
+ *	3. per widget, keep the newest max_samples of its new readings;
+ *	4. take the widgets' locks, then per widget read its counters and the
+ *	   oldest samples the new readings may push out, decide in C which
+ *	   readings stay and which samples go, number the new samples and
+ *	   write them, a new sample taking over the row of one it pushes out
+ *	   (store.c);
+ *	5. notify the new samples, one group of notifications per widget.
  *
  * Order of samples: by (ts, seq).  Of a new reading and a buffered sample
  * with the same ts the new reading is the newer; within the statement the
  * later row is the newer, and it also gets the higher seq.
  *
- * Why seq follows commit order: step 1 holds the state row locks until
+ * Why seq follows commit order: the widget locks of step 4 are held until
  * commit, so a second writer of the same widget waits for the first to
- * commit, then (READ COMMITTED) reads its counters and samples afresh.
+ * commit, then reads its counters and samples afresh.
  *
  * All memory of a statement lives in one context, deleted at the end or
  * with the transaction on error.
@@ -56,7 +55,7 @@
 
 PG_FUNCTION_INFO_V1(livewidget_buffer_readings);
 
-/* The transition table name the queries of this file are written for. */
+/* The transition table name the install script and attach() give. */
 #define LW_NEW_TABLE_NAME	"new_readings"
 
 /* A reading of the statement that may become a sample. */
@@ -699,10 +698,9 @@ livewidget_buffer_readings(PG_FUNCTION_ARGS)
 	oldcxt = MemoryContextSwitchTo(stmtcxt);
 	memset(&work, 0, sizeof(work));
 
+	/* for the queries of the attachment and lookup caches, on a miss */
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
-	if (SPI_register_trigger_data(trigdata) != SPI_OK_TD_REGISTER)
-		elog(ERROR, "SPI_register_trigger_data failed");
 	/* keep our own allocations out of SPI's context */
 	MemoryContextSwitchTo(stmtcxt);
 

@@ -33,7 +33,7 @@
 
 PG_MODULE_MAGIC;
 
-#define LW_MAX_QUERY_ARGS	16
+#define LW_MAX_QUERY_ARGS	6
 
 typedef struct LwQuery
 {
@@ -56,89 +56,12 @@ static const LwQuery lw_queries[LW_Q_COUNT] = {
 		2, {TEXTARRAYOID, TEXTARRAYOID}
 	},
 
-	/*
-	 * LW_Q_LOCK_WIDGETS: lock the state rows of widgets $1 and read their
-	 * counters.  LockRows runs above the sort, so the locks are taken in
-	 * widget id order and two statements cannot deadlock on each other.
-	 * A widget without a state row was not made by track() and is not fed.
-	 */
-	[LW_Q_LOCK_WIDGETS] = {
-		"SELECT s.widget_id, s.last_seq, s.sample_count"
-		"  FROM livewidget.widget_state AS s"
-		" WHERE s.widget_id = ANY ($1)"
-		" ORDER BY s.widget_id COLLATE \"C\""
-		"   FOR UPDATE",
-		1, {TEXTARRAYOID}
-	},
-
-	/*
-	 * LW_Q_OLDEST_SAMPLES: for each widget $1[i], its $2[i] oldest samples
-	 * by (ts, seq): the only ones new readings can push out.  Their ctid
-	 * lets LW_Q_WRITE_BUFFERS reuse the row without a second lookup.
-	 */
-	[LW_Q_OLDEST_SAMPLES] = {
-		"SELECT w.widget_id, o.seq, o.ts, o.ctid"
-		"  FROM unnest($1, $2) AS w(widget_id, n)"
-		" CROSS JOIN LATERAL"
-		"       (SELECT s.seq, s.ts, s.ctid FROM livewidget.widget_sample AS s"
-		"         WHERE s.widget_id = w.widget_id"
-		"         ORDER BY s.ts, s.seq LIMIT w.n) AS o"
-		" ORDER BY w.widget_id COLLATE \"C\", o.ts, o.seq",
-		2, {TEXTARRAYOID, INT4ARRAYOID}
-	},
-
 	/* LW_Q_INSERT_SAMPLES: the samples of a fill, in one statement */
 	[LW_Q_INSERT_SAMPLES] = {
 		"INSERT INTO livewidget.widget_sample (widget_id, seq, ts, value, unit)"
 		" SELECT * FROM unnest($1, $2, $3, $4, $5)",
 		5, {TEXTARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, FLOAT8ARRAYOID,
 			TEXTARRAYOID}
-	},
-
-	/*
-	 * LW_Q_WRITE_BUFFERS: every buffer write of a statement in one
-	 * statement, so that the executor starts once:
-	 *	- "moved": a new sample takes over the row of a sample it pushes
-	 *	  out ($1: its ctid), which spares a delete and an insert;
-	 *	- "gone": pushed-out samples whose row no new sample takes ($6);
-	 *	- "added": new samples beyond those ($7 .. $11);
-	 *	- "saved": the widgets' counters ($12 .. $15); removed_seq only
-	 *	  ever grows.
-	 * Returns how many rows each part touched; the caller checks them.
-	 */
-	[LW_Q_WRITE_BUFFERS] = {
-		"WITH moved AS ("
-		"  UPDATE livewidget.widget_sample AS s"
-		"     SET seq = m.seq, ts = m.ts, value = m.value, unit = m.unit"
-		"    FROM unnest($1, $2, $3, $4, $5) AS m(tid, seq, ts, value, unit)"
-		"   WHERE s.ctid = m.tid"
-		"  RETURNING 1),"
-		" gone AS ("
-		"  DELETE FROM livewidget.widget_sample AS s"
-		"   WHERE s.ctid = ANY ($6)"
-		"  RETURNING 1),"
-		" added AS ("
-		"  INSERT INTO livewidget.widget_sample (widget_id, seq, ts, value, unit)"
-		"  SELECT * FROM unnest($7, $8, $9, $10, $11)"
-		"  RETURNING 1),"
-		" saved AS ("
-		"  UPDATE livewidget.widget_state AS s"
-		"     SET last_seq = u.last_seq, sample_count = u.sample_count,"
-		"         removed_seq = greatest(s.removed_seq, u.removed_seq)"
-		"    FROM unnest($12, $13, $14, $15)"
-		"         AS u(widget_id, last_seq, sample_count, removed_seq)"
-		"   WHERE s.widget_id = u.widget_id"
-		"  RETURNING 1)"
-		" SELECT (SELECT count(*) FROM moved)::int4,"
-		"        (SELECT count(*) FROM gone)::int4,"
-		"        (SELECT count(*) FROM added)::int4,"
-		"        (SELECT count(*) FROM saved)::int4",
-		15, {TIDARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, FLOAT8ARRAYOID,
-			 TEXTARRAYOID,
-			 TIDARRAYOID,
-			 TEXTARRAYOID, INT8ARRAYOID, TIMESTAMPTZARRAYOID, FLOAT8ARRAYOID,
-			 TEXTARRAYOID,
-			 TEXTARRAYOID, INT8ARRAYOID, INT4ARRAYOID, INT8ARRAYOID}
 	},
 
 	/* LW_Q_CREATE_STATE: a widget id gets its state row once, for good */

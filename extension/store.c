@@ -62,7 +62,7 @@
 /*
  * The widget locks are advisory locks of a kind SQL cannot take: the
  * fourth field of the tag is 1 or 2 for pg_advisory_lock() and friends.
- * pg_locks shows them as locktype "advisory", objsubid LW_LOCK_KIND, objid
+ * pg_locks shows them as locktype "advisory", objsubid LW_LOCK_KIND, classid
  * the hash of the widget id.  Two ids with the same hash share a lock,
  * which costs some waiting, never correctness.
  */

@@ -237,6 +237,22 @@ SELECT count(*) AS decoy_rows FROM decoy.widget_sample;
 SELECT seq, value FROM livewidget.samples('units') WHERE value = 9;
 ROLLBACK;
 
+-- the widget's lock is held to the end of the transaction, as pg_locks
+-- shows it (README, "Concurrency"); a reading of an untracked sensor
+-- takes none
+BEGIN;
+INSERT INTO livewidget.sensor_data (device_id, sensor_type, value, ts)
+VALUES ('dev-u', 'units', 10, '2025-07-09 12:00:10+00'),
+       ('dev-nobody', 'units', 1, '2025-07-09 12:00:10+00');
+SELECT mode, granted, classid = hashtext('units')::oid AS keyed_by_widget_id
+  FROM pg_locks
+ WHERE locktype = 'advisory' AND objsubid = 19543
+   AND pid = pg_backend_pid();
+COMMIT;
+SELECT count(*) AS held_after_commit FROM pg_locks
+ WHERE locktype = 'advisory' AND objsubid = 19543
+   AND pid = pg_backend_pid();
+
 -- counters agree with the buffers everywhere
 SELECT s.widget_id, s.sample_count,
        (SELECT count(*) FROM livewidget.widget_sample AS b
