@@ -517,19 +517,6 @@ init_cache(void)
 															false));
 }
 
-static SPIPlanPtr
-keep_plan(const char *sql)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, 0, NULL);
-
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed for livewidget query \"%s\": %s",
-			 sql, SPI_result_code_string(SPI_result));
-	if (SPI_keepplan(plan) != 0)
-		elog(ERROR, "SPI_keepplan failed");
-	return plan;
-}
-
 /*
  * build_attachment
  *		Fill a cache entry from the mapping row and the catalogs.
@@ -558,8 +545,8 @@ build_attachment(LwAttachment *entry)
 	}
 	entry->keys_nullable = map.nullable[M_DEVICE] || map.nullable[M_SENSOR];
 	column_exprs(&map, exprs);
-	entry->lock_plan = keep_plan(build_lock_sql(exprs));
-	entry->new_plan = keep_plan(build_new_sql(&map, exprs));
+	entry->lock_plan = lw_keep_plan(build_lock_sql(exprs), 0, NULL);
+	entry->new_plan = lw_keep_plan(build_new_sql(&map, exprs), 0, NULL);
 }
 
 /*
@@ -712,6 +699,7 @@ fill_branch(StringInfo sql, const LwMapping *map, int src)
 static void
 build_fill(void)
 {
+	Oid			fill_argtypes[3] = {TEXTOID, TEXTOID, INT4OID};
 	StringInfoData sql;
 	Oid		   *relids;
 	int			n;
@@ -772,17 +760,7 @@ build_fill(void)
 
 	retire_plan(fill_plan);
 	fill_plan = NULL;
-	{
-		Oid			argtypes[3] = {TEXTOID, TEXTOID, INT4OID};
-		SPIPlanPtr	plan = SPI_prepare(sql.data, 3, argtypes);
-
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed for livewidget fill query: %s",
-				 SPI_result_code_string(SPI_result));
-		if (SPI_keepplan(plan) != 0)
-			elog(ERROR, "SPI_keepplan failed");
-		fill_plan = plan;
-	}
+	fill_plan = lw_keep_plan(sql.data, 3, fill_argtypes);
 
 	oldcxt = MemoryContextSwitchTo(TopMemoryContext);
 	if (fill_relids)

@@ -264,19 +264,35 @@ SPIPlanPtr
 lw_plan(LwQueryId id)
 {
 	const LwQuery *q = &lw_queries[id];
+
+	if (lw_plans[id] == NULL)
+		lw_plans[id] = lw_keep_plan(q->sql, q->nargs, (Oid *) q->argtypes);
+	return lw_plans[id];
+}
+
+/*
+ * lw_keep_plan
+ *		Prepare a statement and keep its plan for the backend's life.
+ *
+ * Must be called while connected to SPI.  SPI_prepare() returns with
+ * CurrentMemoryContext set to SPI's procedure context, which SPI_finish()
+ * deletes; the caller's context is put back, as lw_execute_plan() does,
+ * so that what the caller allocates next (the buffer trigger keeps its
+ * samples past SPI_finish() to notify them) is not freed behind its back.
+ */
+SPIPlanPtr
+lw_keep_plan(const char *sql, int nargs, Oid *argtypes)
+{
+	MemoryContext callercxt = CurrentMemoryContext;
 	SPIPlanPtr	plan;
 
-	if (lw_plans[id] != NULL)
-		return lw_plans[id];
-
-	plan = SPI_prepare(q->sql, q->nargs, (Oid *) q->argtypes);
+	plan = SPI_prepare(sql, nargs, argtypes);
 	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed for livewidget query %d: %s",
-			 (int) id, SPI_result_code_string(SPI_result));
+		elog(ERROR, "SPI_prepare failed for livewidget query \"%s\": %s",
+			 sql, SPI_result_code_string(SPI_result));
 	if (SPI_keepplan(plan) != 0)
-		elog(ERROR, "SPI_keepplan failed for livewidget query %d", (int) id);
-
-	lw_plans[id] = plan;
+		elog(ERROR, "SPI_keepplan failed for livewidget query \"%s\"", sql);
+	MemoryContextSwitchTo(callercxt);
 	return plan;
 }
 
