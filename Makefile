@@ -17,9 +17,10 @@ OBJS = extension/livewidget.o extension/sample_json.o extension/buffer.o \
 DATA = $(wildcard extension/livewidget--*.sql)
 PGFILEDESC = "livewidget - live dashboard-widget buffers"
 
-REGRESS = setup buffer track samples refill privileges attach
+REGRESS = setup buffer track samples refill privileges roles attach
 REGRESS_OPTS = --inputdir=. --dbname=livewidget_regress
-ISOLATION = notify concurrent_writers track_race attach_race
+ISOLATION = notify concurrent_writers track_race attach_race eight_writers \
+	ingest_role
 ISOLATION_OPTS = --load-extension=livewidget
 
 PG_CPPFLAGS = -I$(srcdir)/extension
