@@ -6,7 +6,8 @@
 #   make format-check    the mechanical part of the house style
 #
 # The version lives here, in livewidget.control and in META.json; the
-# "version-check" target fails when they disagree.
+# "version-check" target fails when they disagree, and checks META.json
+# against the PGXN Meta Spec 1.0.0 (test/meta-check).
 
 EXTENSION = livewidget
 EXTVERSION = 0.1.0
@@ -64,3 +65,4 @@ version-check:
 		{ echo "META.json does not say $(EXTVERSION)"; exit 1; }
 	@test -f extension/livewidget--$(EXTVERSION).sql || \
 		{ echo "extension/livewidget--$(EXTVERSION).sql is missing"; exit 1; }
+	@./test/meta-check META.json $(EXTVERSION)
