@@ -6,7 +6,8 @@
 #   make format-check    the mechanical part of the house style
 #
 # The version lives here, in livewidget.control and in META.json; the
-# "version-check" target fails when they disagree.
+# "version-check" target fails when they disagree, and checks META.json
+# against the PGXN Meta Spec 1.0.0 (test/meta-check).
 
 EXTENSION = livewidget
 EXTVERSION = 0.2.0
@@ -18,9 +19,10 @@ OBJS = extension/livewidget.o extension/sample_json.o extension/buffer.o \
 DATA = $(wildcard extension/livewidget--*.sql)
 PGFILEDESC = "livewidget - live dashboard-widget buffers"
 
-REGRESS = setup buffer track samples refill privileges attach
+REGRESS = setup buffer track samples refill privileges roles attach
 REGRESS_OPTS = --inputdir=. --dbname=livewidget_regress
-ISOLATION = notify concurrent_writers track_race attach_race lookup_cache
+ISOLATION = notify concurrent_writers track_race attach_race lookup_cache \
+	eight_writers ingest_role
 ISOLATION_OPTS = --load-extension=livewidget
 
 PG_CPPFLAGS = -I$(srcdir)/extension -DLW_EXTVERSION='"$(EXTVERSION)"'
@@ -64,3 +66,4 @@ version-check:
 		{ echo "META.json does not say $(EXTVERSION)"; exit 1; }
 	@test -f extension/livewidget--$(EXTVERSION).sql || \
 		{ echo "extension/livewidget--$(EXTVERSION).sql is missing"; exit 1; }
+	@./test/meta-check META.json $(EXTVERSION)

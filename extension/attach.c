@@ -646,6 +646,7 @@ fill_branch(StringInfo sql, const LwMapping *map, int src)
 static void
 build_fill(void)
 {
+	Oid			fill_argtypes[3] = {TEXTOID, TEXTOID, INT4OID};
 	StringInfoData sql;
 	Oid		   *relids;
 	int			n;
@@ -706,20 +707,7 @@ build_fill(void)
 
 	retire_plan(fill_plan);
 	fill_plan = NULL;
-	{
-		Oid			argtypes[3] = {TEXTOID, TEXTOID, INT4OID};
-		MemoryContext callercxt = CurrentMemoryContext;
-		SPIPlanPtr	plan = SPI_prepare(sql.data, 3, argtypes);
-
-		if (plan == NULL)
-			elog(ERROR, "SPI_prepare failed for livewidget fill query: %s",
-				 SPI_result_code_string(SPI_result));
-		if (SPI_keepplan(plan) != 0)
-			elog(ERROR, "SPI_keepplan failed");
-		fill_plan = plan;
-		/* SPI_prepare() leaves SPI's procedure context current */
-		MemoryContextSwitchTo(callercxt);
-	}
+	fill_plan = lw_keep_plan(sql.data, 3, fill_argtypes);
 
 	oldcxt = MemoryContextSwitchTo(TopMemoryContext);
 	if (fill_relids)

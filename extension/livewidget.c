@@ -243,31 +243,39 @@ SPIPlanPtr
 lw_plan(LwQueryId id)
 {
 	const LwQuery *q = &lw_queries[id];
+
+	if (lw_plans[id] == NULL)
+		lw_plans[id] = lw_keep_plan(q->sql, q->nargs, (Oid *) q->argtypes);
+	return lw_plans[id];
+}
+
+/*
+ * lw_keep_plan
+ *		Prepare a statement and keep its plan for the backend's life.
+ *
+ * Generic plans only: the arguments are mostly arrays whose length the
+ * planner cannot see, or keys of an index lookup, so custom plans would
+ * cost a planning per call for no better plan.
+ *
+ * Must be called while connected to SPI.  SPI_prepare() returns with
+ * CurrentMemoryContext set to SPI's procedure context, which SPI_finish()
+ * deletes; the caller's context is put back, as lw_execute_plan() does,
+ * so that what the caller allocates next (the buffer trigger keeps its
+ * samples past SPI_finish() to notify them) is not freed behind its back.
+ */
+SPIPlanPtr
+lw_keep_plan(const char *sql, int nargs, Oid *argtypes)
+{
 	MemoryContext callercxt = CurrentMemoryContext;
 	SPIPlanPtr	plan;
 
-	if (lw_plans[id] != NULL)
-		return lw_plans[id];
-
-	/*
-	 * Generic plans only: the arguments are mostly arrays whose length the
-	 * planner cannot see, so custom plans would cost a planning per call
-	 * for no better plan.
-	 */
-	plan = SPI_prepare_cursor(q->sql, q->nargs, (Oid *) q->argtypes,
-							  CURSOR_OPT_GENERIC_PLAN);
+	plan = SPI_prepare_cursor(sql, nargs, argtypes, CURSOR_OPT_GENERIC_PLAN);
 	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed for livewidget query %d: %s",
-			 (int) id, SPI_result_code_string(SPI_result));
+		elog(ERROR, "SPI_prepare failed for livewidget query \"%s\": %s",
+			 sql, SPI_result_code_string(SPI_result));
 	if (SPI_keepplan(plan) != 0)
-		elog(ERROR, "SPI_keepplan failed for livewidget query %d", (int) id);
-
-	/*
-	 * SPI_prepare() returns in SPI's procedure context, which goes at
-	 * SPI_finish(); what the caller allocates next must outlive it.
-	 */
+		elog(ERROR, "SPI_keepplan failed for livewidget query \"%s\"", sql);
 	MemoryContextSwitchTo(callercxt);
-	lw_plans[id] = plan;
 	return plan;
 }
 

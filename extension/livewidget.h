@@ -159,6 +159,7 @@ typedef struct LwStore LwStore;
 
 /* livewidget.c */
 extern SPIPlanPtr lw_plan(LwQueryId id);
+extern SPIPlanPtr lw_keep_plan(const char *sql, int nargs, Oid *argtypes);
 extern void lw_execute(LwQueryId id, Datum *values, const bool *nulls,
 					   bool read_only, int expected);
 extern void lw_execute_plan(SPIPlanPtr plan, int nargs, Datum *values,

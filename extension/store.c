@@ -62,9 +62,14 @@
 /*
  * The widget locks are advisory locks of a kind SQL cannot take: the
  * fourth field of the tag is 1 or 2 for pg_advisory_lock() and friends.
- * pg_locks shows them as locktype "advisory", objsubid LW_LOCK_KIND, classid
- * the hash of the widget id.  Two ids with the same hash share a lock,
- * which costs some waiting, never correctness.
+ * pg_locks shows them as locktype "advisory", objsubid LW_LOCK_KIND, and
+ * classid and objid the high and low halves of a 64-bit hash of the
+ * widget id (hashtextextended(id, 0)).
+ *
+ * Writers take them in widget id order (strcmp), so two of them never
+ * wait for each other in a cycle.  Two ids with the same hash would share
+ * a lock and could break that order; at 64 bits that takes billions of
+ * widgets, and PostgreSQL's deadlock check would still end it.
  */
 #define LW_LOCK_KIND		0x4C57	/* "LW" */
 
@@ -110,45 +115,39 @@ struct LwStore
 	StoreTable	sample;
 };
 
-static uint32
-widget_lock_key(const char *widget_id)
-{
-	return hash_bytes((const unsigned char *) widget_id, strlen(widget_id));
-}
-
 static int
-uint32_cmp(const void *a, const void *b)
+id_cmp(const void *a, const void *b)
 {
-	uint32		x = *(const uint32 *) a;
-	uint32		y = *(const uint32 *) b;
-
-	return (x > y) - (x < y);
+	return strcmp(*(char *const *) a, *(char *const *) b);
 }
 
 /*
  * lw_lock_widgets
  *		Take the locks of n widgets until the end of the transaction, in
- *		the order every caller uses (by lock key), waiting as needed.
+ *		widget id order, waiting as needed.
  */
 void
 lw_lock_widgets(char **widget_ids, int n)
 {
-	uint32	   *keys = palloc(sizeof(uint32) * Max(n, 1));
+	char	  **ids = palloc(sizeof(char *) * Max(n, 1));
 
-	for (int i = 0; i < n; i++)
-		keys[i] = widget_lock_key(widget_ids[i]);
-	qsort(keys, n, sizeof(uint32), uint32_cmp);
+	memcpy(ids, widget_ids, sizeof(char *) * n);
+	qsort(ids, n, sizeof(char *), id_cmp);
 
 	for (int i = 0; i < n; i++)
 	{
+		uint64		key;
 		LOCKTAG		tag;
 
-		if (i > 0 && keys[i] == keys[i - 1])
+		if (i > 0 && strcmp(ids[i], ids[i - 1]) == 0)
 			continue;
-		SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, keys[i], 0, LW_LOCK_KIND);
+		key = hash_bytes_extended((const unsigned char *) ids[i],
+								  strlen(ids[i]), 0);
+		SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) (key >> 32),
+							 (uint32) key, LW_LOCK_KIND);
 		(void) LockAcquire(&tag, ExclusiveLock, false, false);
 	}
-	pfree(keys);
+	pfree(ids);
 }
 
 static Oid

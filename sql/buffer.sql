@@ -244,7 +244,9 @@ BEGIN;
 INSERT INTO livewidget.sensor_data (device_id, sensor_type, value, ts)
 VALUES ('dev-u', 'units', 10, '2025-07-09 12:00:10+00'),
        ('dev-nobody', 'units', 1, '2025-07-09 12:00:10+00');
-SELECT mode, granted, classid = hashtext('units')::oid AS keyed_by_widget_id
+SELECT mode, granted,
+       (classid::int8 << 32 | objid::int8) = hashtextextended('units', 0)
+         AS keyed_by_widget_id
   FROM pg_locks
  WHERE locktype = 'advisory' AND objsubid = 19543
    AND pid = pg_backend_pid();
