@@ -103,6 +103,9 @@ typedef struct LwProblem
 
 static HTAB *attachments = NULL;
 static SPIPlanPtr fill_plan = NULL;
+
+/* The installed extension is this library's version (lw_check_version) */
+static bool version_checked = false;
 static bool fill_valid = false;
 static Oid *fill_relids = NULL;		/* tables the fill query reads */
 static int	fill_nrelids = 0;
@@ -381,6 +384,7 @@ attachment_invalidate(Datum arg, Oid relid)
 	}
 
 	/* the mapping table changed, or everything may have */
+	version_checked = false;
 	hash_seq_init(&status, attachments);
 	while ((entry = hash_seq_search(&status)) != NULL)
 		entry->valid = false;
@@ -443,20 +447,26 @@ init_cache(void)
  *		Fill a cache entry from the mapping row and the catalogs.
  */
 /*
- * check_version
- *		Refuse to buffer with a library newer than the extension's objects
- *		in this database (between "make install" and ALTER EXTENSION
- *		UPDATE): its queries may rely on what the update adds, such as the
- *		trigger that keeps the lookup cache of lookup.c up to date.
+ * lw_check_version
+ *		Refuse to work with a library newer than the extension's objects in
+ *		this database (between "make install" and ALTER EXTENSION UPDATE):
+ *		its code relies on what the update adds, such as the columns of
+ *		widget_state and the trigger that keeps the lookup cache of
+ *		lookup.c up to date.
  *
- * The insert fails rather than storing readings that the buffers would
- * miss; a client that retries (the bridge holds its messages) loses
- * nothing.
+ * An insert then fails rather than storing readings that the buffers
+ * would miss; a client that retries (the bridge holds its messages) loses
+ * nothing.  Checked once per session, and again after the extension's
+ * tables change (a DROP and CREATE EXTENSION).  Must be called while
+ * connected to SPI.
  */
-static void
-check_version(void)
+void
+lw_check_version(void)
 {
 	char	   *installed = NULL;
+
+	if (version_checked)
+		return;
 
 	lw_execute(LW_Q_EXTENSION_VERSION, NULL, NULL, false, SPI_OK_SELECT);
 	if (SPI_processed == 1)
@@ -467,10 +477,11 @@ check_version(void)
 	if (installed == NULL || strcmp(installed, LW_EXTVERSION) != 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("livewidget library version %s cannot buffer readings for extension version %s",
+				 errmsg("livewidget library version %s cannot work with extension version %s",
 						LW_EXTVERSION, installed ? installed : "(none)"),
-				 errdetail("The readings were not stored."),
+				 errdetail("Nothing was changed: readings are not stored, widgets not tracked."),
 				 errhint("Run ALTER EXTENSION livewidget UPDATE in this database.")));
+	version_checked = true;
 }
 
 static void
@@ -479,7 +490,7 @@ build_attachment(LwAttachment *entry)
 	LwMapping	map;
 	LwProblem	problem;
 
-	check_version();
+	lw_check_version();
 
 	entry->attached = read_mapping(entry->relid, &map);
 	entry->problem = NULL;
@@ -733,6 +744,7 @@ lw_lock_attached_tables(void)
 {
 	init_cache();
 	free_stale_plans();
+	lw_check_version();
 
 	for (int round = 0;; round++)
 	{

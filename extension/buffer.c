@@ -530,6 +530,50 @@ settle_widget(WidgetBuffer *w)
 }
 
 /*
+ * note_oldest
+ *		Where the oldest sample of the buffer will be once the statement's
+ *		samples are written, for the next statement's search (the state
+ *		row's oldest_ts): the older of the oldest sample that stays and the
+ *		oldest new one.  Unknown when no old sample stays and none was
+ *		read, or when nothing is left.
+ */
+static void
+note_oldest(WidgetBuffer *w)
+{
+	LwStateRow *st = &w->state;
+	bool		known = false;
+	TimestampTz oldest = 0;
+
+	if (w->oldwanted == 0)
+	{
+		/* nothing left the buffer: its oldest stays, if it was known */
+		known = st->oldest_known;
+		oldest = st->oldest_ts;
+	}
+	else if (w->nold > w->dropped_old)
+	{
+		known = true;
+		oldest = w->olds[w->dropped_old].ts;
+	}
+
+	if (w->nkept > 0)
+	{
+		/* news[] is in (ts, ord) order and the kept ones are its end */
+		TimestampTz first_new = w->news[w->nnew - w->nkept].ts;
+
+		if (!known || first_new < oldest)
+			oldest = first_new;
+		/* an empty buffer holds nothing older than its first sample */
+		known = known || w->sample_count == w->nkept;
+	}
+
+	if (known != st->oldest_known || (known && oldest != st->oldest_ts))
+		w->changed = true;
+	st->oldest_known = known;
+	st->oldest_ts = oldest;
+}
+
+/*
  * write_widget
  *		Write what settle_widget() decided for one widget.
  *
@@ -589,17 +633,23 @@ buffer_widgets(StatementWork *work)
 		w->last_seq = w->state.last_seq;
 		w->sample_count = w->state.sample_count;
 
-		/* only the oldest "excess" samples can be pushed out */
+		/*
+		 * Only the oldest "excess" samples can be pushed out; one more, when
+		 * there is one, tells where the oldest sample left will be.
+		 */
 		excess = w->sample_count + w->nnew - w->max_samples;
 		w->oldwanted = Min(Max(excess, 0), w->sample_count);
 		if (w->oldwanted > 0)
 		{
-			w->olds = palloc(sizeof(LwSampleRow) * w->oldwanted);
-			w->nold = lw_store_oldest(store, w->widget_id, w->oldwanted,
+			int			fetch = Min(w->oldwanted + 1, w->sample_count);
+
+			w->olds = palloc(sizeof(LwSampleRow) * fetch);
+			w->nold = lw_store_oldest(store, w->widget_id, &w->state, fetch,
 									  w->olds);
 		}
 
 		settle_widget(w);
+		note_oldest(w);
 		write_widget(store, w);
 		work->widgets[kept++] = *w;
 	}

@@ -54,3 +54,10 @@ ALTER TABLE livewidget.widget_sample
 ALTER TABLE livewidget.widget_state
     SET (fillfactor = 50, autovacuum_vacuum_scale_factor = 0,
          autovacuum_vacuum_threshold = 1000, autovacuum_vacuum_cost_delay = 0);
+
+--
+-- widget_state.oldest_ts: no sample of the widget is older (null when
+-- unknown), where the trigger starts its search for the samples a reading
+-- pushes out.
+--
+ALTER TABLE livewidget.widget_state ADD COLUMN oldest_ts timestamptz;

@@ -84,12 +84,17 @@ WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 5000,
 --   last_seq      highest seq handed out
 --   removed_seq   highest seq that ever left the buffer (for reset)
 --   sample_count  rows of the widget in widget_sample
+--   oldest_ts     no sample of the widget is older; null when unknown.
+--                 The trigger starts its search for the samples a reading
+--                 pushes out there, past the index entries of samples
+--                 already replaced.
 --
 CREATE TABLE livewidget.widget_state (
     widget_id text COLLATE "C" PRIMARY KEY,
     last_seq bigint NOT NULL DEFAULT 0,
     removed_seq bigint NOT NULL DEFAULT 0,
     sample_count int NOT NULL DEFAULT 0,
+    oldest_ts timestamptz,
     CONSTRAINT widget_state_widget_id_format
         CHECK (widget_id ~ '^[A-Za-z0-9_-]{1,56}$'),
     CONSTRAINT widget_state_sample_count_range

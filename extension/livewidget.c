@@ -81,11 +81,13 @@ static const LwQuery lw_queries[LW_Q_COUNT] = {
 	/*
 	 * LW_Q_SAVE_STATE: counters after track() or untrack(); the sample
 	 * count is taken from the buffer itself, so these two also repair a
-	 * count that a hand edit of widget_sample put out of step.
+	 * count that a hand edit of widget_sample put out of step.  The
+	 * buffer may now hold older samples than oldest_ts says: forget it.
 	 */
 	[LW_Q_SAVE_STATE] = {
 		"UPDATE livewidget.widget_state"
 		"   SET last_seq = $2, removed_seq = greatest(removed_seq, $3),"
+		"       oldest_ts = NULL,"
 		"       sample_count = (SELECT count(*)"
 		"                         FROM livewidget.widget_sample AS s"
 		"                        WHERE s.widget_id = $1)"

@@ -145,6 +145,8 @@ typedef struct LwStateRow
 	int64		last_seq;
 	int64		removed_seq;
 	int32		sample_count;
+	bool		oldest_known;	/* oldest_ts is set */
+	TimestampTz oldest_ts;		/* no sample is older */
 } LwStateRow;
 
 /* A buffered sample that new readings may push out */
@@ -180,7 +182,8 @@ extern LwStore *lw_store_open(void);
 extern void lw_store_close(LwStore *s);
 extern bool lw_store_read_state(LwStore *s, const char *widget_id,
 								LwStateRow *row);
-extern int	lw_store_oldest(LwStore *s, const char *widget_id, int n,
+extern int	lw_store_oldest(LwStore *s, const char *widget_id,
+							const LwStateRow *state, int n,
 							LwSampleRow *out);
 extern void lw_store_replace_sample(LwStore *s, ItemPointer tid,
 									const char *widget_id, int64 seq,
@@ -203,6 +206,7 @@ extern void lw_notify_samples(const char *widget_id, const LwSample *samples,
 /* attach.c */
 extern LwAttachment *lw_attachment(Oid relid);
 extern float8 lw_real_to_double(float4 value);
+extern void lw_check_version(void);
 extern void lw_lock_attached_tables(void);
 extern SPIPlanPtr lw_fill_plan(void);
 

@@ -77,10 +77,10 @@
 enum
 {
 	STATE_WIDGET_ID, STATE_LAST_SEQ, STATE_REMOVED_SEQ, STATE_SAMPLE_COUNT,
-	STATE_NCOLS
+	STATE_OLDEST_TS, STATE_NCOLS
 };
 static const char *const state_columns[] = {
-	"widget_id", "last_seq", "removed_seq", "sample_count"
+	"widget_id", "last_seq", "removed_seq", "sample_count", "oldest_ts"
 };
 
 enum
@@ -229,6 +229,12 @@ get_column(StoreTable *t, int col)
 	return slot_getattr(t->slot, t->attnums[col], &isnull);
 }
 
+static Datum
+get_nullable_column(StoreTable *t, int col, bool *isnull)
+{
+	return slot_getattr(t->slot, t->attnums[col], isnull);
+}
+
 static void
 close_table(StoreTable *t)
 {
@@ -275,18 +281,29 @@ lw_store_close(LwStore *s)
 	pfree(s);
 }
 
-/* An index scan of t's primary key for widget_id, in key order. */
+/*
+ * An index scan of t's primary key for widget_id, in key order, from the
+ * first entry whose second column (widget_sample's ts) is at least *from
+ * when from is given.
+ */
 static IndexScanDesc
-begin_widget_scan(LwStore *s, StoreTable *t, const char *widget_id)
+begin_widget_scan(LwStore *s, StoreTable *t, const char *widget_id,
+				  const TimestampTz *from)
 {
-	ScanKeyData key;
+	ScanKeyData keys[2];
+	int			nkeys = 1;
 	IndexScanDesc scan;
 
-	ScanKeyEntryInitialize(&key, 0, 1, BTEqualStrategyNumber, InvalidOid,
+	ScanKeyEntryInitialize(&keys[0], 0, 1, BTEqualStrategyNumber, InvalidOid,
 						   t->key_collation, F_TEXTEQ,
 						   CStringGetTextDatum(widget_id));
-	scan = index_beginscan(t->rel, t->key_index, s->snapshot, 1, 0);
-	index_rescan(scan, &key, 1, NULL, 0);
+	if (from != NULL)
+		ScanKeyEntryInitialize(&keys[nkeys++], 0, 2,
+							   BTGreaterEqualStrategyNumber, InvalidOid,
+							   InvalidOid, F_TIMESTAMPTZ_GE,
+							   TimestampTzGetDatum(*from));
+	scan = index_beginscan(t->rel, t->key_index, s->snapshot, nkeys, 0);
+	index_rescan(scan, keys, nkeys, NULL, 0);
 	return scan;
 }
 
@@ -298,9 +315,10 @@ begin_widget_scan(LwStore *s, StoreTable *t, const char *widget_id)
 bool
 lw_store_read_state(LwStore *s, const char *widget_id, LwStateRow *row)
 {
-	IndexScanDesc scan = begin_widget_scan(s, &s->state, widget_id);
+	IndexScanDesc scan = begin_widget_scan(s, &s->state, widget_id, NULL);
 	TupleTableSlot *slot = s->state.slot;
 	bool		found = index_getnext_slot(scan, ForwardScanDirection, slot);
+	bool		isnull;
 
 	if (found)
 	{
@@ -310,6 +328,10 @@ lw_store_read_state(LwStore *s, const char *widget_id, LwStateRow *row)
 													STATE_REMOVED_SEQ));
 		row->sample_count = DatumGetInt32(get_column(&s->state,
 													 STATE_SAMPLE_COUNT));
+		row->oldest_ts = DatumGetTimestampTz(get_nullable_column(&s->state,
+																 STATE_OLDEST_TS,
+																 &isnull));
+		row->oldest_known = !isnull;
 	}
 	index_endscan(scan);
 	return found;
@@ -320,9 +342,15 @@ lw_store_read_state(LwStore *s, const char *widget_id, LwStateRow *row)
  *		The n oldest samples of a widget by (ts, seq), oldest first, in
  *		out[]; returns how many there are (fewer when the buffer holds
  *		fewer).
+ *
+ * The samples a statement replaces leave their index entries at the low
+ * end of the widget's key range until vacuum; a scan from the start of
+ * the range would step over all of them.  When the state row knows a
+ * time no sample is older than, the scan starts there.
  */
 int
-lw_store_oldest(LwStore *s, const char *widget_id, int n, LwSampleRow *out)
+lw_store_oldest(LwStore *s, const char *widget_id, const LwStateRow *state,
+				int n, LwSampleRow *out)
 {
 	IndexScanDesc scan;
 	TupleTableSlot *slot = s->sample.slot;
@@ -330,7 +358,8 @@ lw_store_oldest(LwStore *s, const char *widget_id, int n, LwSampleRow *out)
 
 	if (n <= 0)
 		return 0;
-	scan = begin_widget_scan(s, &s->sample, widget_id);
+	scan = begin_widget_scan(s, &s->sample, widget_id,
+							 state->oldest_known ? &state->oldest_ts : NULL);
 	while (got < n && index_getnext_slot(scan, ForwardScanDirection, slot))
 	{
 		out[got].tid = slot->tts_tid;
@@ -449,6 +478,8 @@ lw_store_save_state(LwStore *s, const char *widget_id, LwStateRow *row)
 	set_column(t, STATE_LAST_SEQ, Int64GetDatum(row->last_seq), false);
 	set_column(t, STATE_REMOVED_SEQ, Int64GetDatum(row->removed_seq), false);
 	set_column(t, STATE_SAMPLE_COUNT, Int32GetDatum(row->sample_count), false);
+	set_column(t, STATE_OLDEST_TS, TimestampTzGetDatum(row->oldest_ts),
+			   !row->oldest_known);
 	ExecStoreVirtualTuple(t->newslot);
 	update_row(s, &s->state, &row->tid, "widget_state");
 }

@@ -237,6 +237,32 @@ SELECT count(*) AS decoy_rows FROM decoy.widget_sample;
 SELECT seq, value FROM livewidget.samples('units') WHERE value = 9;
 ROLLBACK;
 
+-- the search for the samples a reading pushes out starts at the state
+-- row's oldest_ts: a late reading that enters a buffer that is not full
+-- lowers it, and is the one pushed out next
+SELECT widget_id FROM livewidget.track('dev-o', 'oldest', 'oldest',
+                                       '00000000-0000-4000-8000-000000000001', 3);
+INSERT INTO livewidget.sensor_data (device_id, sensor_type, value, ts)
+VALUES ('dev-o', 'oldest', 20, '2025-07-09 12:00:20+00');
+SELECT oldest_ts FROM livewidget.widget_state WHERE widget_id = 'oldest';
+INSERT INTO livewidget.sensor_data (device_id, sensor_type, value, ts)
+VALUES ('dev-o', 'oldest', 10, '2025-07-09 12:00:10+00');
+INSERT INTO livewidget.sensor_data (device_id, sensor_type, value, ts)
+VALUES ('dev-o', 'oldest', 30, '2025-07-09 12:00:30+00');
+SELECT oldest_ts FROM livewidget.widget_state WHERE widget_id = 'oldest';
+INSERT INTO livewidget.sensor_data (device_id, sensor_type, value, ts)
+VALUES ('dev-o', 'oldest', 40, '2025-07-09 12:00:40+00');
+SELECT seq, value FROM livewidget.samples('oldest');
+SELECT oldest_ts FROM livewidget.widget_state WHERE widget_id = 'oldest';
+-- track() forgets it: a fill may bring older samples
+SELECT max_samples FROM livewidget.track('dev-o', 'oldest', 'oldest',
+                                         '00000000-0000-4000-8000-000000000001', 4);
+SELECT oldest_ts IS NULL AS forgotten, sample_count
+  FROM livewidget.widget_state WHERE widget_id = 'oldest';
+INSERT INTO livewidget.sensor_data (device_id, sensor_type, value, ts)
+VALUES ('dev-o', 'oldest', 50, '2025-07-09 12:00:50+00');
+SELECT seq, value FROM livewidget.samples('oldest');
+
 -- the widget's lock is held to the end of the transaction, as pg_locks
 -- shows it (README, "Concurrency"); a reading of an untracked sensor
 -- takes none
