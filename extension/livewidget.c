@@ -26,12 +26,33 @@
 #include "nodes/parsenodes.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/snapmgr.h"
 
 #include "livewidget.h"
 
 PG_MODULE_MAGIC;
+
+void		_PG_init(void);
+
+/*
+ * _PG_init
+ *		Define the extension's settings.
+ */
+void
+_PG_init(void)
+{
+	DefineCustomRealVariable("livewidget.notify_queue_limit",
+							 "Share of the NOTIFY queue in use above which new samples are buffered but not notified.",
+							 "A full queue would make the inserting transaction fail at commit; "
+							 "above this share the trigger skips notifications with a warning instead.",
+							 &lw_notify_queue_limit,
+							 LW_NOTIFY_QUEUE_LIMIT_DEFAULT, 0.0, 1.0,
+							 PGC_SUSET, 0,
+							 NULL, NULL, NULL);
+	MarkGUCPrefixReserved("livewidget");
+}
 
 #define LW_MAX_QUERY_ARGS	6
 

@@ -197,6 +197,8 @@ extern void lw_store_save_state(LwStore *s, const char *widget_id,
 								LwStateRow *row);
 
 /* sample_json.c */
+#define LW_NOTIFY_QUEUE_LIMIT_DEFAULT	0.9
+extern double lw_notify_queue_limit;
 extern void lw_append_timestamp(StringInfo buf, TimestampTz ts);
 extern void lw_append_value(StringInfo buf, float8 value);
 extern void lw_append_sample(StringInfo buf, const LwSample *sample);

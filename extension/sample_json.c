@@ -30,11 +30,12 @@
 #include "livewidget.h"
 
 /*
- * Above this share of the NOTIFY queue in use, samples are buffered but
- * not notified: a full queue would make the inserting transaction fail at
- * commit, and a reading must never be lost to a slow listener.
+ * livewidget.notify_queue_limit: above this share of the NOTIFY queue in
+ * use, samples are buffered but not notified: a full queue would make the
+ * inserting transaction fail at commit, and a reading must never be lost
+ * to a slow listener.  Set in livewidget.c.
  */
-#define LW_QUEUE_USAGE_LIMIT	0.9
+double		lw_notify_queue_limit = LW_NOTIFY_QUEUE_LIMIT_DEFAULT;
 
 /*
  * The largest sample object: 20 characters of seq, a 30-character time,
@@ -190,11 +191,11 @@ lw_notify_samples(const char *widget_id, const LwSample *samples,
 						widget_id)));
 		return;
 	}
-	if (notification_queue_usage() > LW_QUEUE_USAGE_LIMIT)
+	if (notification_queue_usage() > lw_notify_queue_limit)
 	{
 		ereport(WARNING,
-				(errmsg("samples of widget \"%s\" not notified: notification queue over %d%% full",
-						widget_id, (int) (LW_QUEUE_USAGE_LIMIT * 100)),
+				(errmsg("samples of widget \"%s\" not notified: notification queue over %g%% full",
+						widget_id, lw_notify_queue_limit * 100),
 				 errhint("A listening session is not consuming its notifications.")));
 		return;
 	}

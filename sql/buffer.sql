@@ -237,6 +237,34 @@ SELECT count(*) AS decoy_rows FROM decoy.widget_sample;
 SELECT seq, value FROM livewidget.samples('units') WHERE value = 9;
 ROLLBACK;
 
+-- Bulk backfills.  5,000 readings older than a full buffer, in one
+-- statement, are all stored, none buffered, and use no seq; 5,000 that
+-- overlap it leave the newest 50 of both, numbered in row order.
+SELECT widget_id FROM livewidget.track('dev-b', 'bulk', 'bulk',
+                                       '00000000-0000-4000-8000-000000000001');
+INSERT INTO livewidget.sensor_data (device_id, sensor_type, value, ts)
+SELECT 'dev-b', 'bulk', i, '2025-07-09 10:00:00+00'::timestamptz + i * interval '1 s'
+  FROM generate_series(1, 50) AS i;
+INSERT INTO livewidget.sensor_data (device_id, sensor_type, value, ts)
+SELECT 'dev-b', 'bulk', -i, '2025-07-09 10:00:00+00'::timestamptz - i * interval '1 s'
+  FROM generate_series(1, 5000) AS i;
+SELECT count(*) AS stored FROM livewidget.sensor_data WHERE device_id = 'dev-b';
+SELECT min(value), max(value), min(seq), max(seq)
+  FROM livewidget.samples('bulk');
+SELECT * FROM state_of('bulk');
+INSERT INTO livewidget.sensor_data (device_id, sensor_type, value, ts)
+SELECT 'dev-b', 'bulk', 1000 + i,
+       '2025-07-09 10:00:00+00'::timestamptz + i * interval '10 ms'
+  FROM generate_series(1, 5000) AS i;
+SELECT min(value), max(value), min(seq), max(seq), count(*)
+  FROM livewidget.samples('bulk');
+-- the newest 50 by ts: sample 50 (10:00:50) and the backfilled readings
+-- from 10:00:49.52 on, the one at 10:00:50 after sample 50 (a new
+-- reading is the newer of two with the same ts)
+SELECT string_agg(value::text, ' ' ORDER BY ts, seq) AS buffer
+  FROM livewidget.samples('bulk');
+SELECT * FROM state_of('bulk');
+
 -- the search for the samples a reading pushes out starts at the state
 -- row's oldest_ts: a late reading that enters a buffer that is not full
 -- lowers it, and is the one pushed out next
