@@ -15,7 +15,7 @@ EXTVERSION = 0.2.0
 MODULE_big = livewidget
 OBJS = extension/livewidget.o extension/sample_json.o extension/buffer.o \
 	extension/track.o extension/samples.o extension/attach.o \
-	extension/lookup.o extension/store.o
+	extension/lookup.o extension/store.o extension/order.o
 DATA = $(wildcard extension/livewidget--*.sql)
 PGFILEDESC = "livewidget - live dashboard-widget buffers"
 

@@ -87,6 +87,7 @@ typedef struct WidgetBuffer
 
 	int			dropped_old;	/* olds[0 .. dropped_old) leave */
 	NewReading **kept;			/* readings that stay, in seq order */
+	ItemPointerData *newtids;	/* where each of kept went */
 	int			nkept;
 	int64		removed_seq;	/* highest seq that left, 0 if none */
 	bool		changed;		/* state row needs saving */
@@ -586,14 +587,16 @@ write_widget(LwStore *store, WidgetBuffer *w)
 {
 	int			k;
 
+	w->newtids = palloc(sizeof(ItemPointerData) * Max(w->nkept, 1));
 	for (k = 0; k < w->nkept && k < w->dropped_old; k++)
 		lw_store_replace_sample(store, &w->olds[k].tid, w->widget_id,
 								w->kept[k]->seq, w->kept[k]->ts,
-								w->kept[k]->value, w->kept[k]->unit);
+								w->kept[k]->value, w->kept[k]->unit,
+								&w->newtids[k]);
 	for (; k < w->nkept; k++)
 		lw_store_insert_sample(store, w->widget_id, w->kept[k]->seq,
 							   w->kept[k]->ts, w->kept[k]->value,
-							   w->kept[k]->unit);
+							   w->kept[k]->unit, &w->newtids[k]);
 	for (k = w->nkept; k < w->dropped_old; k++)
 		lw_store_delete_sample(store, &w->olds[k].tid);
 
@@ -603,6 +606,98 @@ write_widget(LwStore *store, WidgetBuffer *w)
 	w->state.sample_count = w->sample_count;
 	w->state.removed_seq = Max(w->state.removed_seq, w->removed_seq);
 	lw_store_save_state(store, w->widget_id, &w->state);
+}
+
+static int
+sample_row_cmp(const void *a, const void *b)
+{
+	const LwSampleRow *x = (const LwSampleRow *) a;
+	const LwSampleRow *y = (const LwSampleRow *) b;
+
+	if (x->ts != y->ts)
+		return x->ts < y->ts ? -1 : 1;
+	return (x->seq > y->seq) - (x->seq < y->seq);
+}
+
+/*
+ * oldest_from_copy
+ *		Take the widget's oldest samples from the session's copy of its
+ *		order (order.c), each checked against its row; false when the copy
+ *		is not current or a check fails.
+ */
+static bool
+oldest_from_copy(LwStore *store, WidgetBuffer *w, LwOrder *order, int fetch)
+{
+	if (!lw_order_matches(order, &w->state))
+		return false;
+	for (int k = 0; k < fetch; k++)
+		if (!lw_store_check_sample(store, w->widget_id, &order->samples[k]))
+			return false;
+	if (fetch > 0)
+	{
+		w->olds = palloc(sizeof(LwSampleRow) * fetch);
+		memcpy(w->olds, order->samples, sizeof(LwSampleRow) * fetch);
+	}
+	w->nold = fetch;
+	return true;
+}
+
+/*
+ * build_copy
+ *		Read the whole buffer into the session's copy of its order, and take
+ *		the oldest samples from it; false when the rows do not agree with
+ *		the state row's count (then the copy is not used).
+ */
+static bool
+build_copy(LwStore *store, WidgetBuffer *w, LwOrder *order, int fetch)
+{
+	LwSampleRow *all = palloc(sizeof(LwSampleRow) * Max(w->sample_count, 1));
+	int			n = lw_store_oldest(store, w->widget_id, &w->state,
+									w->sample_count, all);
+
+	if (n != w->sample_count)
+		return false;
+	lw_order_set(order, &w->state, all, n);
+	w->olds = all;
+	w->nold = fetch;
+	return true;
+}
+
+/*
+ * update_copy
+ *		After the widget's writes: the copy loses the samples pushed out and
+ *		gains the new ones where they sort, and goes with the new state row.
+ */
+static void
+update_copy(WidgetBuffer *w, LwOrder *order)
+{
+	int			nold = order->nsamples - w->dropped_old;
+	LwSampleRow *olds = order->samples + w->dropped_old;
+	LwSampleRow *news = palloc(sizeof(LwSampleRow) * Max(w->nkept, 1));
+	LwSampleRow *merged = palloc(sizeof(LwSampleRow) *
+								 Max(nold + w->nkept, 1));
+	int			i = 0,
+				j = 0,
+				n = 0;
+
+	for (int k = 0; k < w->nkept; k++)
+	{
+		news[k].tid = w->newtids[k];
+		news[k].seq = w->kept[k]->seq;
+		news[k].ts = w->kept[k]->ts;
+	}
+	qsort(news, w->nkept, sizeof(LwSampleRow), sample_row_cmp);
+
+	while (i < nold || j < w->nkept)
+	{
+		if (j >= w->nkept ||
+			(i < nold && sample_row_cmp(&olds[i], &news[j]) < 0))
+			merged[n++] = olds[i++];
+		else
+			merged[n++] = news[j++];
+	}
+	Assert(n == w->sample_count);
+	lw_order_set(order, &w->state, merged, n);
 }
 
 /*
@@ -616,6 +711,8 @@ buffer_widgets(StatementWork *work)
 {
 	char	  **ids = palloc(sizeof(char *) * work->nwidgets);
 	LwStore    *store;
+	Oid			state_file,
+				sample_file;
 	int			kept = 0;
 
 	for (int i = 0; i < work->nwidgets; i++)
@@ -623,10 +720,16 @@ buffer_widgets(StatementWork *work)
 	lw_lock_widgets(ids, work->nwidgets);
 
 	store = lw_store_open();
+	lw_store_identity(store, &state_file, &sample_file);
+	lw_order_begin(state_file, sample_file);
+
 	for (int i = 0; i < work->nwidgets; i++)
 	{
 		WidgetBuffer *w = &work->widgets[i];
+		LwOrder    *order;
 		int			excess;
+		int			fetch;
+		bool		use_copy;
 
 		if (!lw_store_read_state(store, w->widget_id, &w->state))
 			continue;
@@ -639,18 +742,42 @@ buffer_widgets(StatementWork *work)
 		 */
 		excess = w->sample_count + w->nnew - w->max_samples;
 		w->oldwanted = Min(Max(excess, 0), w->sample_count);
-		if (w->oldwanted > 0)
-		{
-			int			fetch = Min(w->oldwanted + 1, w->sample_count);
+		fetch = w->oldwanted > 0 ? Min(w->oldwanted + 1, w->sample_count) : 0;
 
-			w->olds = palloc(sizeof(LwSampleRow) * fetch);
-			w->nold = lw_store_oldest(store, w->widget_id, &w->state, fetch,
-									  w->olds);
+		/* from the session's copy of the order, or an index scan */
+		order = lw_order_get(w->widget_id);
+		use_copy = oldest_from_copy(store, w, order, fetch);
+		if (use_copy)
+		{
+			order->hits++;
+			order->misses = 0;
+		}
+		else
+		{
+			bool		rebuild = !order->built || order->hits > 0 ||
+				++order->misses >= 16;
+
+			order->hits = 0;
+			lw_order_forget(order);
+			if (rebuild)
+			{
+				order->misses = 0;
+				use_copy = build_copy(store, w, order, fetch);
+				order->built = order->built || use_copy;
+			}
+			if (!use_copy && fetch > 0)
+			{
+				w->olds = palloc(sizeof(LwSampleRow) * fetch);
+				w->nold = lw_store_oldest(store, w->widget_id, &w->state,
+										  fetch, w->olds);
+			}
 		}
 
 		settle_widget(w);
 		note_oldest(w);
 		write_widget(store, w);
+		if (use_copy)
+			update_copy(w, order);
 		work->widgets[kept++] = *w;
 	}
 	work->nwidgets = kept;

@@ -159,6 +159,20 @@ typedef struct LwSampleRow
 
 typedef struct LwStore LwStore;
 
+/* A session's copy of a widget's buffer order (order.c) */
+typedef struct LwOrder
+{
+	char		widget_id[LW_WIDGET_ID_MAX_LEN + 1];	/* hash key */
+	bool		current;		/* describes the buffer of "state" */
+	bool		built;			/* was ever current */
+	int			hits;			/* statements in a row it was current */
+	int			misses;			/* statements in a row it was not */
+	LwStateRow	state;			/* the state row it goes with */
+	int			nsamples;
+	int			cap;
+	LwSampleRow *samples;		/* in (ts, seq) order */
+} LwOrder;
+
 /* livewidget.c */
 extern SPIPlanPtr lw_plan(LwQueryId id);
 extern SPIPlanPtr lw_keep_plan(const char *sql, int nargs, Oid *argtypes);
@@ -188,13 +202,24 @@ extern int	lw_store_oldest(LwStore *s, const char *widget_id,
 extern void lw_store_replace_sample(LwStore *s, ItemPointer tid,
 									const char *widget_id, int64 seq,
 									TimestampTz ts, float8 value,
-									const char *unit);
+									const char *unit, ItemPointer newtid);
 extern void lw_store_insert_sample(LwStore *s, const char *widget_id,
 								   int64 seq, TimestampTz ts, float8 value,
-								   const char *unit);
+								   const char *unit, ItemPointer newtid);
+extern bool lw_store_check_sample(LwStore *s, const char *widget_id,
+								  const LwSampleRow *sample);
+extern void lw_store_identity(LwStore *s, Oid *state_file, Oid *sample_file);
 extern void lw_store_delete_sample(LwStore *s, ItemPointer tid);
 extern void lw_store_save_state(LwStore *s, const char *widget_id,
 								LwStateRow *row);
+
+/* order.c */
+extern void lw_order_begin(Oid state_file, Oid sample_file);
+extern LwOrder *lw_order_get(const char *widget_id);
+extern bool lw_order_matches(const LwOrder *o, const LwStateRow *state);
+extern void lw_order_set(LwOrder *o, const LwStateRow *state,
+						 const LwSampleRow *samples, int n);
+extern void lw_order_forget(LwOrder *o);
 
 /* sample_json.c */
 #define LW_NOTIFY_QUEUE_LIMIT_DEFAULT	0.9

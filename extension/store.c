@@ -425,10 +425,11 @@ update_row(LwStore *s, StoreTable *t, ItemPointer tid, const char *table)
 void
 lw_store_replace_sample(LwStore *s, ItemPointer tid, const char *widget_id,
 						int64 seq, TimestampTz ts, float8 value,
-						const char *unit)
+						const char *unit, ItemPointer newtid)
 {
 	fill_sample(&s->sample, widget_id, seq, ts, value, unit);
 	update_row(s, &s->sample, tid, "widget_sample");
+	*newtid = s->sample.newslot->tts_tid;
 }
 
 /*
@@ -437,7 +438,8 @@ lw_store_replace_sample(LwStore *s, ItemPointer tid, const char *widget_id,
  */
 void
 lw_store_insert_sample(LwStore *s, const char *widget_id, int64 seq,
-					   TimestampTz ts, float8 value, const char *unit)
+					   TimestampTz ts, float8 value, const char *unit,
+					   ItemPointer newtid)
 {
 	TupleTableSlot *slot = s->sample.newslot;
 
@@ -446,6 +448,7 @@ lw_store_insert_sample(LwStore *s, const char *widget_id, int64 seq,
 	(void) ExecInsertIndexTuples(s->sample.rri, slot, s->estate, false, false,
 								 NULL, NIL);
 	ResetPerTupleExprContext(s->estate);
+	*newtid = slot->tts_tid;
 }
 
 /*
@@ -482,4 +485,40 @@ lw_store_save_state(LwStore *s, const char *widget_id, LwStateRow *row)
 			   !row->oldest_known);
 	ExecStoreVirtualTuple(t->newslot);
 	update_row(s, &s->state, &row->tid, "widget_state");
+	row->tid = t->newslot->tts_tid;
+}
+
+/*
+ * lw_store_check_sample
+ *		Whether the row at tid is, as of the store's snapshot, the sample
+ *		of widget_id with this seq and ts.
+ */
+bool
+lw_store_check_sample(LwStore *s, const char *widget_id,
+					  const LwSampleRow *sample)
+{
+	TupleTableSlot *slot = s->sample.slot;
+	ItemPointerData tid = sample->tid;
+	bool		same;
+
+	if (!table_tuple_fetch_row_version(s->sample.rel, &tid, s->snapshot, slot))
+		return false;
+	same = DatumGetInt64(get_column(&s->sample, SAMPLE_SEQ)) == sample->seq &&
+		DatumGetTimestampTz(get_column(&s->sample, SAMPLE_TS)) == sample->ts &&
+		strcmp(TextDatumGetCString(get_column(&s->sample, SAMPLE_WIDGET_ID)),
+			   widget_id) == 0;
+	ExecClearTuple(slot);
+	return same;
+}
+
+/*
+ * lw_store_identity
+ *		What the two tables' row locations are valid for: their files.  A
+ *		rewrite (VACUUM FULL, CLUSTER, TRUNCATE) gives them new ones.
+ */
+void
+lw_store_identity(LwStore *s, Oid *state_file, Oid *sample_file)
+{
+	*state_file = s->state.rel->rd_node.relNode;
+	*sample_file = s->sample.rel->rd_node.relNode;
 }

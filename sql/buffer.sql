@@ -291,6 +291,25 @@ INSERT INTO livewidget.sensor_data (device_id, sensor_type, value, ts)
 VALUES ('dev-o', 'oldest', 50, '2025-07-09 12:00:50+00');
 SELECT seq, value FROM livewidget.samples('oldest');
 
+-- Each session keeps a copy of the order of the buffers it writes; a
+-- rolled-back savepoint makes it start over, so the buffer is the same as
+-- if the rolled-back reading had never been inserted.
+BEGIN;
+INSERT INTO livewidget.sensor_data (device_id, sensor_type, value, ts)
+VALUES ('dev-o', 'oldest', 60, '2025-07-09 12:01:00+00');
+SAVEPOINT before_70;
+INSERT INTO livewidget.sensor_data (device_id, sensor_type, value, ts)
+VALUES ('dev-o', 'oldest', 70, '2025-07-09 12:01:10+00');
+ROLLBACK TO before_70;
+INSERT INTO livewidget.sensor_data (device_id, sensor_type, value, ts)
+VALUES ('dev-o', 'oldest', 80, '2025-07-09 12:01:20+00');
+COMMIT;
+SELECT seq, value FROM livewidget.samples('oldest');
+INSERT INTO livewidget.sensor_data (device_id, sensor_type, value, ts)
+VALUES ('dev-o', 'oldest', 90, '2025-07-09 12:01:30+00');
+SELECT seq, value FROM livewidget.samples('oldest');
+SELECT * FROM state_of('oldest');
+
 -- the widget's lock is held to the end of the transaction, as pg_locks
 -- shows it (README, "Concurrency"); a reading of an untracked sensor
 -- takes none
