@@ -137,6 +137,14 @@
 #define QUIESCE_MS				100
 
 /*
+ * How long messages taken after a disconnect began still pause: under a
+ * steady stream paho may run one callback after another before the
+ * disconnect gets its turn, and pauses without end would hold the stop
+ * (and the disconnect) back for as long as the broker has messages.
+ */
+#define QUIESCE_WINDOW_MS		1000
+
+/*
  * Database: reconnect backoff, doubled from MIN to MAX; how long one
  * statement may run (the callback blocks paho's receive thread, which
  * must answer the broker's keepalive); how long one statement may wait
@@ -269,6 +277,7 @@ static struct
 	atomic_bool mqtt_failure_logged;
 	atomic_bool disconnect_done;
 	atomic_bool quiescing;		/* a disconnect is coming: pause per message */
+	atomic_llong quiesce_until_ms;	/* ... for messages taken until then */
 
 	atomic_ullong received;
 	atomic_ullong messages_stored;
@@ -971,6 +980,16 @@ store_held_message(PGconn **conn, const HeldMessage *h, char *why,
 	return result;
 }
 
+/* Milliseconds of the monotonic clock */
+static long long
+monotonic_ms(void)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (long long) now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
 /* FNV-1a over the topic, a NUL and the payload */
 static uint64_t
 content_hash(const Message *m)
@@ -1109,7 +1128,8 @@ on_message(void *context, char *topic, int topic_len, MQTTAsync_message *msg)
 	 * A disconnect is coming: paho reads nothing until this returns, so
 	 * the broker gets the time to read this message's PUBACK first.
 	 */
-	if (atomic_load(&state.quiescing))
+	if (atomic_load(&state.quiescing) &&
+		monotonic_ms() < atomic_load(&state.quiesce_until_ms))
 		usleep(QUIESCE_MS * 1000);
 	return 1;
 }
@@ -1294,6 +1314,7 @@ mqtt_disconnect(void)
 static void
 let_broker_go(void)
 {
+	atomic_store(&state.quiesce_until_ms, monotonic_ms() + QUIESCE_WINDOW_MS);
 	atomic_store(&state.quiescing, true);
 	usleep(QUIESCE_MS * 1000);
 	mqtt_disconnect();
