@@ -1307,9 +1307,9 @@ mqtt_disconnect(void)
  *
  * Under a steady stream paho's receive thread may take its mutex back
  * again and again before the disconnect gets it, one message (and one
- * pause) at a time, so this waits up to 5 s and the pauses go on until
- * MQTT is wanted again: whenever paho closes the socket, even in
- * MQTTAsync_destroy(), the last PUBACK is QUIESCE_MS old.
+ * pause) at a time, so this waits up to 5 s, and only the messages taken
+ * in the first QUIESCE_WINDOW_MS pause: past that, a PUBACK the broker
+ * loses brings a redelivery, which is recognised (see "Redeliveries").
  */
 static void
 let_broker_go(void)
