@@ -1309,7 +1309,8 @@ mqtt_disconnect(void)
  * again and again before the disconnect gets it, one message (and one
  * pause) at a time, so this waits up to 5 s, and only the messages taken
  * in the first QUIESCE_WINDOW_MS pause: past that, a PUBACK the broker
- * loses brings a redelivery, which is recognised (see "Redeliveries").
+ * loses brings a redelivery, recognised by this process or, with
+ * spool_file, by the next (see "Redeliveries").
  */
 static void
 let_broker_go(void)
