@@ -22,7 +22,7 @@ PGFILEDESC = "livewidget - live dashboard-widget buffers"
 REGRESS = setup buffer track samples refill privileges roles attach
 REGRESS_OPTS = --inputdir=. --dbname=livewidget_regress
 ISOLATION = notify concurrent_writers track_race attach_race lookup_cache \
-	eight_writers ingest_role notify_queue
+	eight_writers ingest_role notify_queue lookup_invalidation
 ISOLATION_OPTS = --load-extension=livewidget
 
 PG_CPPFLAGS = -I$(srcdir)/extension -DLW_EXTVERSION='"$(EXTVERSION)"'

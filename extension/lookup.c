@@ -19,9 +19,10 @@
  * works from a mapping older than the last track() committed before it.
  *
  * The callback only marks the cache stale; it is emptied at the next
- * lw_lookup_begin().  Invalidations are also processed in the middle of
- * a trigger call (at the first lock on a table in a transaction), and
- * the caller may still hold pointers into the cache then.
+ * lw_lookup_begin(), never in the middle of a statement.  Invalidations
+ * are also processed in the middle of a trigger call (at the first lock
+ * on a table in a transaction, such as the lookup query's), and the
+ * caller holds pointers into the cache until the statement ends.
  *
  * The cache holds at most LW_LOOKUP_MAX_KEYS keys; past that it starts
  * over, which bounds its memory whatever the number of devices.
@@ -176,11 +177,13 @@ lw_lookup_fill(char **device_ids, char **sensor_types, int n)
 
 	/*
 	 * An invalidation processed by the query itself (when it locked
-	 * tracked_variable, before it took its snapshot) makes the rest of the
-	 * cache stale, not these rows: start over with them.
+	 * tracked_variable, before it took its snapshot) leaves lookup_stale
+	 * set: the cache is emptied at the next lw_lookup_begin(), not here,
+	 * since the caller still holds answers of this round.  Those cannot be
+	 * out of date: track() and untrack() cannot commit while this
+	 * statement inserts (see the top of this file), and the rows read here
+	 * are as of a snapshot taken after the invalidation.
 	 */
-	if (lookup_stale)
-		lookup_reset();
 
 	oldcxt = MemoryContextSwitchTo(lookup_cxt);
 

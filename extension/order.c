@@ -18,9 +18,9 @@
  *	  buffer, by the trigger or by track(), untrack() and refill(),
  *	  updates the state row and moves at least one of those;
  *	- the tables have not been rewritten (same files);
- *	- no transaction or subtransaction has aborted in this session since
- *	  the copy was made (an aborted write leaves the copy ahead of the
- *	  tables);
+ *	- no transaction or subtransaction has aborted, nor any been prepared
+ *	  for two-phase commit, in this session since the copy was made (an
+ *	  aborted write leaves the copy ahead of the tables);
  *	- and each sample taken from it is checked against its row before it
  *	  is replaced (lw_store_check_sample()).
  * Otherwise the trigger falls back to the index scan.  It builds a new
@@ -82,7 +82,13 @@ order_reset(void)
 static void
 order_xact_callback(XactEvent event, void *arg)
 {
-	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
+	/*
+	 * A prepared transaction may be rolled back later, by ROLLBACK
+	 * PREPARED, without this session hearing of it: forget the copies as
+	 * if it had aborted.
+	 */
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
+		event == XACT_EVENT_PREPARE)
 		order_aborted = true;
 }
 
