@@ -92,10 +92,13 @@ static const LwQuery lw_queries[LW_Q_COUNT] = {
 		1, {TEXTOID}
 	},
 
-	/* LW_Q_LOCK_STATE: the lock every writer of the buffer holds to commit */
-	[LW_Q_LOCK_STATE] = {
+	/*
+	 * LW_Q_READ_STATE: the counters of a widget whose lock (store.c) the
+	 * caller holds; no writer can change them until it commits.
+	 */
+	[LW_Q_READ_STATE] = {
 		"SELECT last_seq FROM livewidget.widget_state"
-		" WHERE widget_id = $1 FOR UPDATE",
+		" WHERE widget_id = $1",
 		1, {TEXTOID}
 	},
 

@@ -11,8 +11,7 @@
  * committed while track() runs is either already in the table when the
  * buffer is filled, or inserted after the new mapping is visible to the
  * buffer trigger; it is never missed by both.  Then they take the
- * widget's lock, like the trigger, and its state row's, so seq stays in
- * commit order.
+ * widget's lock, like the trigger, so seq stays in commit order.
  *
  * Under REPEATABLE READ and SERIALIZABLE the same holds: the extension's
  * own queries run with a fresh snapshot (see lw_execute()), so neither
@@ -113,7 +112,8 @@ text_arg(FunctionCallInfo fcinfo, int argno, const char *name)
 
 /*
  * lock_state
- *		Lock the state row of a widget, creating it first if asked to.
+ *		Take the lock of a widget and read its state row, creating the row
+ *		first if asked to.
  *
  * Returns false when there is no state row (and create is false).
  */
@@ -131,7 +131,7 @@ lock_state(WidgetState *state, const char *widget_id, bool create)
 	lw_lock_widgets(&state->widget_id, 1);
 	if (create)
 		lw_execute(LW_Q_CREATE_STATE, &arg, NULL, false, SPI_OK_INSERT);
-	lw_execute(LW_Q_LOCK_STATE, &arg, NULL, false, SPI_OK_SELECT);
+	lw_execute(LW_Q_READ_STATE, &arg, NULL, false, SPI_OK_SELECT);
 	if (SPI_processed == 0)
 		return false;
 	state->last_seq = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
@@ -452,7 +452,7 @@ livewidget_refill(PG_FUNCTION_ARGS)
 		elog(ERROR, "SPI_connect failed");
 	lw_lock_attached_tables();
 
-	/* the state row lock first, as track() takes it, then the mapping */
+	/* the widget lock first, as track() takes it, then the mapping */
 	map.found = lock_state(&state, widget_id, false);
 	if (map.found)
 		get_mapping(&map, widget_id);
