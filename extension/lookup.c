@@ -24,8 +24,9 @@
  * on a table in a transaction, such as the lookup query's), and the
  * caller holds pointers into the cache until the statement ends.
  *
- * The cache holds at most LW_LOOKUP_MAX_KEYS keys; past that it starts
- * over, which bounds its memory whatever the number of devices.
+ * Past LW_LOOKUP_MAX_KEYS keys the cache starts over at the next
+ * statement, which bounds its memory by that and the keys of one
+ * statement, whatever the number of devices.
  *
  * extension/lookup.c
  *

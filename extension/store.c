@@ -504,9 +504,16 @@ lw_store_check_sample(LwStore *s, const char *widget_id,
 	if (!table_tuple_fetch_row_version(s->sample.rel, &tid, s->snapshot, slot))
 		return false;
 	same = DatumGetInt64(get_column(&s->sample, SAMPLE_SEQ)) == sample->seq &&
-		DatumGetTimestampTz(get_column(&s->sample, SAMPLE_TS)) == sample->ts &&
-		strcmp(TextDatumGetCString(get_column(&s->sample, SAMPLE_WIDGET_ID)),
-			   widget_id) == 0;
+		DatumGetTimestampTz(get_column(&s->sample, SAMPLE_TS)) == sample->ts;
+	if (same)
+	{
+		/* ids are short and never toasted: compare the bytes in place */
+		text	   *id = DatumGetTextPP(get_column(&s->sample, SAMPLE_WIDGET_ID));
+		size_t		len = strlen(widget_id);
+
+		same = VARSIZE_ANY_EXHDR(id) == len &&
+			memcmp(VARDATA_ANY(id), widget_id, len) == 0;
+	}
 	ExecClearTuple(slot);
 	return same;
 }

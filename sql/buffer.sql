@@ -310,6 +310,18 @@ VALUES ('dev-o', 'oldest', 90, '2025-07-09 12:01:30+00');
 SELECT seq, value FROM livewidget.samples('oldest');
 SELECT * FROM state_of('oldest');
 
+-- The session's device+sensor cache holds at most 100,000 keys: a
+-- statement of 100,001 new ones (one of them tracked) is buffered right,
+-- and the next statement, which starts the cache over, too.
+INSERT INTO livewidget.sensor_data (device_id, sensor_type, value, ts)
+SELECT CASE WHEN i = 100001 THEN 'dev-o' ELSE 'dev-many-' || i END, 'oldest',
+       i, '2025-07-09 12:02:00+00'
+  FROM generate_series(1, 100001) AS i;
+INSERT INTO livewidget.sensor_data (device_id, sensor_type, value, ts)
+VALUES ('dev-o', 'oldest', 55, '2025-07-09 12:02:10+00');
+SELECT value FROM livewidget.samples('oldest');
+DELETE FROM livewidget.sensor_data WHERE device_id LIKE 'dev-many-%';
+
 -- the widget's lock is held to the end of the transaction, as pg_locks
 -- shows it (README, "Concurrency"); a reading of an untracked sensor
 -- takes none
