@@ -15,11 +15,13 @@ EXTVERSION = 0.2.0
 MODULE_big = livewidget
 OBJS = extension/livewidget.o extension/sample_json.o extension/buffer.o \
 	extension/track.o extension/samples.o extension/attach.o \
-	extension/lookup.o extension/store.o extension/order.o
+	extension/lookup.o extension/store.o extension/order.o \
+	extension/pending.o
 DATA = $(wildcard extension/livewidget--*.sql)
 PGFILEDESC = "livewidget - live dashboard-widget buffers"
 
-REGRESS = setup buffer track samples refill privileges roles attach
+REGRESS = setup buffer track samples refill privileges roles attach commit \
+	prepared
 REGRESS_OPTS = --inputdir=. --dbname=livewidget_regress
 ISOLATION = notify concurrent_writers track_race attach_race lookup_cache \
 	eight_writers ingest_role notify_queue lookup_invalidation

@@ -31,10 +31,12 @@
  * With spool_file they are also written to disk (spool.c) and survive a
  * stop or a crash.
  *
- * A lock wait is not an outage.  The INSERT's trigger updates the rows of
- * the device's widgets, so another session that inserted a reading of
- * device X and keeps its transaction open makes every INSERT for X wait
- * until it ends.  Ingest's connections set lock_timeout (DB_LOCK_TIMEOUT),
+ * A lock wait is not an outage.  The COMMIT writes the buffers of the
+ * device's widgets (the extension's trigger leaves that to the commit),
+ * so another session that keeps a widget of device X locked (its
+ * widget_state row FOR UPDATE, or track() in a transaction left open)
+ * makes every COMMIT for X wait until it ends.  Ingest's connections set
+ * lock_timeout (DB_LOCK_TIMEOUT),
  * and a store that meets a lock or statement timeout, a deadlock or a
  * serialization failure finds the device "busy": the database answers,
  * only this device cannot be written now.  Its message is held under the

@@ -12,7 +12,12 @@
  *	   columns (the table's mapping comes from attach.c);
  *	2. find the widgets each device+sensor feeds (lookup.c, one query for
  *	   all the keys the per-backend cache misses);
- *	3. per widget, keep the newest max_samples of its new readings;
+ *	3. per widget, keep the newest max_samples of its new readings, and
+ *	   hand them to pending.c, which keeps the transaction's newest.
+ *
+ * Once per transaction, just before it commits (lw_buffer_write(), called
+ * by pending.c):
+ *
  *	4. take the widgets' locks, then per widget read its counters and the
  *	   oldest samples the new readings may push out, decide in C which
  *	   readings stay and which samples go, number the new samples and
@@ -21,15 +26,16 @@
  *	5. notify the new samples, one group of notifications per widget.
  *
  * Order of samples: by (ts, seq).  Of a new reading and a buffered sample
- * with the same ts the new reading is the newer; within the statement the
- * later row is the newer, and it also gets the higher seq.
+ * with the same ts the new reading is the newer; within the transaction
+ * the later row is the newer, and it also gets the higher seq.
  *
- * Why seq follows commit order: the widget locks of step 4 are held until
- * commit, so a second writer of the same widget waits for the first to
- * commit, then reads its counters and samples afresh.
+ * Why seq follows commit order: the widget locks of step 4 are held
+ * through the commit, so a second writer of the same widget waits for the
+ * first to commit, then reads its counters and samples afresh.
  *
- * All memory of a statement lives in one context, deleted at the end or
- * with the transaction on error.
+ * The memory of a statement (steps 1 to 3) and of a commit's writes
+ * (steps 4 and 5) each lives in one context, deleted at the end or with
+ * the transaction on error.
  *
  * extension/buffer.c
  *
@@ -39,6 +45,7 @@
 
 #include <math.h>
 
+#include "catalog/namespace.h"
 #include "catalog/pg_type_d.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
@@ -46,6 +53,7 @@
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/hsearch.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
 #include "utils/timestamp.h"
@@ -58,16 +66,6 @@ PG_FUNCTION_INFO_V1(livewidget_buffer_readings);
 /* The transition table name the install script and attach() give. */
 #define LW_NEW_TABLE_NAME	"new_readings"
 
-/* A reading of the statement that may become a sample. */
-typedef struct NewReading
-{
-	int64		ord;			/* row number within the statement */
-	TimestampTz ts;
-	float8		value;
-	char	   *unit;			/* already cut to LW_UNIT_MAX_BYTES */
-	int64		seq;			/* assigned when it stays in the buffer */
-} NewReading;
-
 /* One widget fed by the statement, and what happens to its buffer. */
 typedef struct WidgetBuffer
 {
@@ -77,7 +75,7 @@ typedef struct WidgetBuffer
 	int32		sample_count;
 	int32		max_samples;
 
-	NewReading *news;			/* oldest first, by (ts, ord) */
+	LwReading *news;			/* oldest first, by (ts, ord) */
 	int			nnew;
 	int			newcap;
 
@@ -86,7 +84,7 @@ typedef struct WidgetBuffer
 	int			oldwanted;		/* how many olds were asked for */
 
 	int			dropped_old;	/* olds[0 .. dropped_old) leave */
-	NewReading **kept;			/* readings that stay, in seq order */
+	LwReading **kept;			/* readings that stay, in seq order */
 	ItemPointerData *newtids;	/* where each of kept went */
 	int			nkept;
 	int64		removed_seq;	/* highest seq that left, 0 if none */
@@ -175,7 +173,7 @@ typedef struct NewRow
 {
 	char	   *device_id;		/* NULL when the column is null */
 	char	   *sensor_type;
-	NewReading	r;
+	LwReading	r;
 	int			problem;		/* 0, or an LW_SKIP_* reason */
 } NewRow;
 
@@ -257,6 +255,7 @@ read_rows(TriggerData *trigdata, LwAttachment *table, int *nrows)
 	const AttrNumber *att = table->attnums;
 	const Oid  *type = table->types;
 	NewRow	   *rows;
+	int64		base;
 	int			n = 0;
 	int			ptr;
 
@@ -270,6 +269,7 @@ read_rows(TriggerData *trigdata, LwAttachment *table, int *nrows)
 	}
 
 	rows = palloc(sizeof(NewRow) * tuplestore_tuple_count(store));
+	base = lw_pending_ords(tuplestore_tuple_count(store));
 	slot = MakeSingleTupleTableSlot(RelationGetDescr(trigdata->tg_relation),
 									&TTSOpsMinimalTuple);
 	ptr = tuplestore_alloc_read_pointer(store, EXEC_FLAG_REWIND);
@@ -285,7 +285,7 @@ read_rows(TriggerData *trigdata, LwAttachment *table, int *nrows)
 		bool		ts_null;
 
 		row->problem = 0;
-		row->r.ord = ++n;
+		row->r.ord = base + ++n;
 		row->r.seq = 0;
 
 		d = slot_getattr(slot, att[LW_ATT_DEVICE], &isnull);
@@ -363,8 +363,8 @@ find_feeds(NewRow *rows, int nrows)
 static int
 reading_ts_cmp(const void *a, const void *b)
 {
-	const NewReading *x = (const NewReading *) a;
-	const NewReading *y = (const NewReading *) b;
+	const LwReading *x = (const LwReading *) a;
+	const LwReading *y = (const LwReading *) b;
 
 	if (x->ts != y->ts)
 		return x->ts < y->ts ? -1 : 1;
@@ -442,8 +442,8 @@ group_by_widget(StatementWork *work, NewRow *rows, const LwFeed **feeds,
 			{
 				w->newcap = Max(8, w->newcap * 2);
 				w->news = w->news == NULL ?
-					palloc(sizeof(NewReading) * w->newcap) :
-					repalloc(w->news, sizeof(NewReading) * w->newcap);
+					palloc(sizeof(LwReading) * w->newcap) :
+					repalloc(w->news, sizeof(LwReading) * w->newcap);
 			}
 			w->news[w->nnew++] = rows[i].r;
 		}
@@ -457,11 +457,11 @@ group_by_widget(StatementWork *work, NewRow *rows, const LwFeed **feeds,
 	{
 		WidgetBuffer *w = &work->widgets[i];
 
-		qsort(w->news, w->nnew, sizeof(NewReading), reading_ts_cmp);
+		qsort(w->news, w->nnew, sizeof(LwReading), reading_ts_cmp);
 		if (w->nnew > w->max_samples)
 		{
 			memmove(w->news, w->news + (w->nnew - w->max_samples),
-					sizeof(NewReading) * w->max_samples);
+					sizeof(LwReading) * w->max_samples);
 			w->nnew = w->max_samples;
 		}
 	}
@@ -470,8 +470,8 @@ group_by_widget(StatementWork *work, NewRow *rows, const LwFeed **feeds,
 static int
 reading_ord_cmp(const void *a, const void *b)
 {
-	int64		x = (*(NewReading *const *) a)->ord;
-	int64		y = (*(NewReading *const *) b)->ord;
+	int64		x = (*(LwReading *const *) a)->ord;
+	int64		y = (*(LwReading *const *) b)->ord;
 
 	return (x > y) - (x < y);
 }
@@ -518,10 +518,10 @@ settle_widget(WidgetBuffer *w)
 
 	/* Survivors get seqs in row order, so ties on ts keep row order too. */
 	w->nkept = w->nnew - j;
-	w->kept = palloc(sizeof(NewReading *) * Max(w->nkept, 1));
+	w->kept = palloc(sizeof(LwReading *) * Max(w->nkept, 1));
 	for (int k = 0; k < w->nkept; k++)
 		w->kept[k] = &w->news[j + k];
-	qsort(w->kept, w->nkept, sizeof(NewReading *), reading_ord_cmp);
+	qsort(w->kept, w->nkept, sizeof(LwReading *), reading_ord_cmp);
 	for (int k = 0; k < w->nkept; k++)
 		w->kept[k]->seq = ++w->last_seq;
 
@@ -811,6 +811,40 @@ notify_new_samples(StatementWork *work)
 }
 
 /*
+ * report_not_notified
+ *		PREPARE TRANSACTION wrote samples it cannot notify: say so, once.
+ */
+static void
+report_not_notified(StatementWork *work)
+{
+	StringInfoData ids;
+	int			count = 0;
+
+	initStringInfo(&ids);
+	for (int i = 0; i < work->nwidgets; i++)
+	{
+		if (work->widgets[i].nkept == 0)
+			continue;
+		if (count++ < 10)
+			appendStringInfo(&ids, "%s\"%s\"", count > 1 ? ", " : "",
+							 work->widgets[i].widget_id);
+	}
+	if (count == 0)
+		return;
+	if (count > 10)
+		appendStringInfo(&ids, " and %d more", count - 10);
+
+	ereport(WARNING,
+			(errcode(ERRCODE_WARNING),
+			 errmsg_plural("new samples of %d widget are buffered but not notified",
+						   "new samples of %d widgets are buffered but not notified",
+						   count, count),
+			 errdetail("A transaction being prepared cannot send notifications.  Widgets: %s.",
+					   ids.data),
+			 errhint("Clients see these samples when they next read the buffer, for example with livewidget.samples_after().")));
+}
+
+/*
  * report_skipped
  *		One warning per statement for readings stored but not buffered.
  *
@@ -851,9 +885,62 @@ report_skipped(StatementWork *work, Relation rel)
 }
 
 /*
+ * lw_buffer_write
+ *		Write the readings a transaction gave its widgets into their
+ *		buffers, then notify the new samples unless told not to (see
+ *		pending.c, which calls this at commit).
+ *
+ * A transaction that dropped the extension after its inserts has no
+ * buffers left to write.
+ */
+void
+lw_buffer_write(LwPendingWidget *widgets, int n, bool notify)
+{
+	MemoryContext cxt;
+	MemoryContext oldcxt;
+	StatementWork work;
+	Oid			nsp = get_namespace_oid("livewidget", true);
+
+	if (!OidIsValid(nsp) ||
+		!OidIsValid(get_relname_relid("widget_state", nsp)))
+		return;
+
+	cxt = AllocSetContextCreate(CurrentMemoryContext,
+								"livewidget buffer write",
+								ALLOCSET_DEFAULT_SIZES);
+	oldcxt = MemoryContextSwitchTo(cxt);
+	memset(&work, 0, sizeof(work));
+
+	work.widgets = palloc0(sizeof(WidgetBuffer) * n);
+	work.nwidgets = n;
+	for (int i = 0; i < n; i++)
+	{
+		WidgetBuffer *w = &work.widgets[i];
+
+		w->widget_id = pstrdup(widgets[i].widget_id);
+		w->max_samples = widgets[i].max_samples;
+		w->news = widgets[i].readings;
+		w->nnew = widgets[i].nreadings;
+		w->newcap = w->nnew;
+	}
+	/* widget id order, strcmp() as COLLATE "C" sorts: the lock order */
+	qsort(work.widgets, work.nwidgets, sizeof(WidgetBuffer), widget_cmp);
+
+	buffer_widgets(&work);
+	if (notify)
+		notify_new_samples(&work);
+	else
+		report_not_notified(&work);
+
+	MemoryContextSwitchTo(oldcxt);
+	MemoryContextDelete(cxt);
+}
+
+/*
  * livewidget_buffer_readings
- *		Trigger function: append the statement's new readings to the
- *		buffers of the widgets they feed, then notify.
+ *		Trigger function: hand the statement's new readings of tracked
+ *		device+sensor pairs over, per widget, to be written into the
+ *		buffers at commit.
  */
 Datum
 livewidget_buffer_readings(PG_FUNCTION_ARGS)
@@ -902,14 +989,17 @@ livewidget_buffer_readings(PG_FUNCTION_ARGS)
 		lw_lookup_begin();
 		feeds = find_feeds(rows, nrows);
 		group_by_widget(&work, rows, feeds, nrows);
-		if (work.nwidgets > 0)
-			buffer_widgets(&work);
+
+		/* written at commit (pending.c) */
+		for (int i = 0; i < work.nwidgets; i++)
+			lw_pending_add(work.widgets[i].widget_id,
+						   work.widgets[i].max_samples,
+						   work.widgets[i].news, work.widgets[i].nnew);
 	}
 
 	if (SPI_finish() != SPI_OK_FINISH)
 		elog(ERROR, "SPI_finish failed");
 
-	notify_new_samples(&work);
 	report_skipped(&work, trigdata->tg_relation);
 
 	MemoryContextSwitchTo(oldcxt);

@@ -149,6 +149,29 @@ typedef struct LwStateRow
 	TimestampTz oldest_ts;		/* no sample is older */
 } LwStateRow;
 
+/*
+ * A new reading that may become a sample.  ord numbers the readings of a
+ * transaction in insertion order (pending.c): of two with the same ts,
+ * the higher ord is the newer.
+ */
+typedef struct LwReading
+{
+	int64		ord;
+	TimestampTz ts;
+	float8		value;
+	char	   *unit;			/* already cut to LW_UNIT_MAX_BYTES */
+	int64		seq;			/* assigned when it enters the buffer */
+} LwReading;
+
+/* The readings a transaction gives one widget, to be written at commit */
+typedef struct LwPendingWidget
+{
+	const char *widget_id;
+	int32		max_samples;
+	LwReading  *readings;		/* at most max_samples, by (ts, ord) */
+	int			nreadings;
+} LwPendingWidget;
+
 /* A buffered sample that new readings may push out */
 typedef struct LwSampleRow
 {
@@ -184,6 +207,15 @@ extern char *lw_clip_unit(const char *unit);
 extern Datum lw_build_array(Datum *elems, const bool *nulls, int n,
 							Oid elemtype);
 extern Datum lw_cstring_array(char **strs, int n);
+
+/* buffer.c */
+extern void lw_buffer_write(LwPendingWidget *widgets, int n, bool notify);
+
+/* pending.c */
+extern int64 lw_pending_ords(int64 n);
+extern void lw_pending_add(const char *widget_id, int32 max_samples,
+						   const LwReading *readings, int n);
+extern void lw_pending_flush(const char *widget_id);
 
 /* lookup.c */
 extern void lw_lookup_begin(void);

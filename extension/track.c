@@ -11,7 +11,9 @@
  * committed while track() runs is either already in the table when the
  * buffer is filled, or inserted after the new mapping is visible to the
  * buffer trigger; it is never missed by both.  Then they take the
- * widget's lock, like the trigger, so seq stays in commit order.
+ * widget's lock, as a commit that writes the buffer does, so seq stays in
+ * commit order, and write what their own transaction inserted for the
+ * widget into its buffer first (pending.c).
  *
  * Under REPEATABLE READ and SERIALIZABLE the same holds: the extension's
  * own queries run with a fresh snapshot (see lw_execute()), so neither
@@ -127,8 +129,13 @@ lock_state(WidgetState *state, const char *widget_id, bool create)
 	state->last_seq = 0;
 	state->removed_seq = 0;
 
-	/* the lock every writer of the widget's buffer takes first (store.c) */
+	/*
+	 * The lock every writer of the widget's buffer takes first (store.c);
+	 * then what this transaction inserted for the widget goes into the
+	 * buffer, so that what follows sees it there (pending.c).
+	 */
 	lw_lock_widgets(&state->widget_id, 1);
+	lw_pending_flush(widget_id);
 	if (create)
 		lw_execute(LW_Q_CREATE_STATE, &arg, NULL, false, SPI_OK_INSERT);
 	lw_execute(LW_Q_READ_STATE, &arg, NULL, false, SPI_OK_SELECT);

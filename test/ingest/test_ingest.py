@@ -500,7 +500,9 @@ def test_stop_while_database_down_stores_what_it_holds(pg, broker,
 
 def open_transaction_on(pg, device):
     """A session that inserted a reading of device and keeps its
-    transaction open, holding the row locks the buffer trigger took."""
+    transaction open, holding its widget's state row locked: every commit
+    of a reading of device waits for it (the buffers are written at
+    commit)."""
     if not pg.extension:
         pytest.skip("the livewidget extension is not installed")
     pg.sql("SELECT livewidget.track(%s, 't', %s, gen_random_uuid())",
@@ -510,13 +512,15 @@ def open_transaction_on(pg, device):
     session.execute("INSERT INTO livewidget.sensor_data "
                     "(device_id, sensor_type, value) VALUES (%s, 't', -1)",
                     (device,))
+    session.execute("SELECT 1 FROM livewidget.widget_state "
+                    "WHERE widget_id = %s FOR UPDATE", ("w-" + device,))
     return session
 
 
 def test_open_transaction_holds_up_only_its_device(pg, broker, start_bridge,
                                                    device):
-    """A transaction left open on a reading of device X makes the bridge's
-    INSERT for X wait on the widget's lock.  That is no outage: X's
+    """A transaction left open on a reading of device X and its widget's
+    row makes the bridge's COMMIT for X wait.  That is no outage: X's
     messages are held and retried in order, other devices are stored at
     once, MQTT stays connected and the bridge ready, and the log says
     neither that the database went nor that it came back."""

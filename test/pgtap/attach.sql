@@ -2,15 +2,20 @@
 -- pgTAP: attach() and detach().  Readings tables of other shapes feed
 -- widgets exactly as sensor_data does: Django's sensors_sensordata (real
 -- values, a "timestamp" column without time zone), a partitioned table,
--- a table without units.  Runs in a transaction that is rolled back.
+-- a table without units.
+-- Runs outside a transaction block, so that each statement commits and
+-- its readings reach the buffers (they are written at commit); it starts
+-- from a fresh extension and drops what it made at the end.
 --
-BEGIN;
+SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS pgtap;
-CREATE EXTENSION IF NOT EXISTS livewidget;
+DROP EXTENSION IF EXISTS livewidget CASCADE;
+CREATE EXTENSION livewidget;
+RESET client_min_messages;
 
 SELECT plan(33);
 
-SET LOCAL timezone = 'Europe/Berlin';
+SET timezone = 'Europe/Berlin';
 
 -- the objects
 SELECT has_table('livewidget', 'attached_table', 'attached_table exists');
@@ -156,4 +161,7 @@ SELECT throws_ok($$SELECT livewidget.attach('tap_loose', ts_column => NULL)$$,
                  '22004', NULL, 'a null ts_column is refused');
 
 SELECT * FROM finish();
-ROLLBACK;
+SET client_min_messages = warning;
+DROP VIEW tap_view;
+DROP TABLE sensors_sensordata, tap_parted, tap_loose;
+DROP EXTENSION livewidget CASCADE;
