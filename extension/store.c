@@ -22,13 +22,15 @@
  *
  * Locks.  A writer of a widget's buffer first takes the widget's lock
  * (lw_lock_widgets()): a transaction-level heavyweight lock on the
- * widget id, held until commit, taken in one order by every writer, so
- * that writers of one widget follow each other in commit order and never
+ * widget id, held until commit, taken in one order by every writer (a
+ * commit takes all of its widgets' at once, see pending.c), so that
+ * writers of one widget follow each other in commit order and never
  * deadlock among themselves.  Then it reads with a snapshot taken after
  * the lock, which shows the previous writer's commit.  The row updates
  * that follow find their rows unchanged: every writer of these tables
  * holds the widget's lock.  A row changed anyway (by hand, without it)
- * fails the statement rather than leave a buffer wrong.
+ * fails the transaction with a serialization failure rather than leave a
+ * buffer wrong (specs/hand_edit.spec).
  *
  * extension/store.c
  *
