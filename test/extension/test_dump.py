@@ -173,8 +173,12 @@ def notifications(conn, timeout):
 
 
 def build_source(pg, source):
+    # one transaction per statement, as psql runs a script: the buffers
+    # are written at each commit, so that readings push samples out
     with pg.connect(source) as conn:
-        conn.execute(SOURCE)
+        for statement in SOURCE.split(";\n"):
+            if statement.strip():
+                conn.execute(statement)
     before = snapshot(pg, source)
 
     # the scenario did what it says, or the comparison proves little
