@@ -21,7 +21,7 @@ DATA = $(wildcard extension/livewidget--*.sql)
 PGFILEDESC = "livewidget - live dashboard-widget buffers"
 
 REGRESS = setup buffer track samples refill privileges roles attach commit \
-	prepared
+	prepared device
 REGRESS_OPTS = --inputdir=. --dbname=livewidget_regress
 ISOLATION = notify concurrent_writers track_race attach_race lookup_cache \
 	eight_writers ingest_role notify_queue lookup_invalidation hand_edit

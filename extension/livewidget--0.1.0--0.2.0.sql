@@ -61,3 +61,160 @@ ALTER TABLE livewidget.widget_state
 -- pushes out.
 --
 ALTER TABLE livewidget.widget_state ADD COLUMN oldest_ts timestamptz;
+
+--
+-- Device tokens, for the bridge's HTTP and WebSocket ingest.  Only the
+-- SHA-256 of a token is stored: issue_device_token() shows the token
+-- once.  A device may hold several at a time (to rotate them), at most
+-- 100; revoke_device_tokens() removes all of a device's.
+--
+CREATE TABLE livewidget.device_token (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    device_id text NOT NULL,
+    token_sha256 bytea NOT NULL UNIQUE,
+    issued_at timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT device_token_device_id_valid
+        CHECK (octet_length(device_id) BETWEEN 1 AND 128
+               AND device_id !~ '[[:cntrl:]]'),
+    CONSTRAINT device_token_sha256_length
+        CHECK (octet_length(token_sha256) = 32)
+);
+
+CREATE INDEX device_token_device_id_idx
+    ON livewidget.device_token (device_id);
+
+SELECT pg_catalog.pg_extension_config_dump('livewidget.device_token', '');
+SELECT pg_catalog.pg_extension_config_dump('livewidget.device_token_id_seq', '');
+
+--
+-- The three functions run as the extension's owner, so that a role given
+-- EXECUTE on one needs no right on the table; none is granted to PUBLIC.
+-- A token is "lwd_" and 64 hexadecimal digits: the text of two version 4
+-- UUIDs from the server's strong random source, 244 random bits.
+--
+CREATE FUNCTION livewidget.issue_device_token(device_id text)
+RETURNS text
+AS $$
+DECLARE
+    token text;
+BEGIN
+    IF device_id IS NULL THEN
+        RAISE EXCEPTION 'device_id must not be null'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF octet_length(device_id) NOT BETWEEN 1 AND 128
+       OR device_id ~ '[[:cntrl:]]' THEN
+        RAISE EXCEPTION 'invalid device id "%"', left(device_id, 128)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A device id is 1 to 128 bytes without control characters.';
+    END IF;
+
+    -- one issuer at a time, so that the limit holds
+    LOCK TABLE livewidget.device_token IN SHARE ROW EXCLUSIVE MODE;
+    IF (SELECT count(*) FROM livewidget.device_token AS t
+         WHERE t.device_id = issue_device_token.device_id) >= 100 THEN
+        RAISE EXCEPTION 'device "%" already has 100 tokens', device_id
+            USING ERRCODE = 'program_limit_exceeded',
+                  HINT = 'Revoke its tokens with livewidget.revoke_device_tokens() first.';
+    END IF;
+
+    token := 'lwd_' || replace(gen_random_uuid()::text || gen_random_uuid()::text,
+                               '-', '');
+    INSERT INTO livewidget.device_token (device_id, token_sha256)
+    VALUES (issue_device_token.device_id, sha256(convert_to(token, 'UTF8')));
+    RETURN token;
+END
+$$
+LANGUAGE plpgsql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+COMMENT ON FUNCTION livewidget.issue_device_token(text) IS
+'a new token for a device, shown only here; only its SHA-256 is stored';
+
+CREATE FUNCTION livewidget.device_token_valid(device_id text, token text)
+RETURNS boolean
+AS $$
+    SELECT EXISTS (SELECT 1 FROM livewidget.device_token AS t
+                    WHERE t.token_sha256 = sha256(convert_to($2, 'UTF8'))
+                      AND t.device_id = $1)
+$$
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+COMMENT ON FUNCTION livewidget.device_token_valid(text, text) IS
+'whether the token was issued to the device and not revoked';
+
+CREATE FUNCTION livewidget.revoke_device_tokens(device_id text)
+RETURNS integer
+AS $$
+    WITH gone AS (
+        DELETE FROM livewidget.device_token AS t
+         WHERE t.device_id = $1
+        RETURNING 1
+    )
+    SELECT count(*)::integer FROM gone
+$$
+LANGUAGE sql VOLATILE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+COMMENT ON FUNCTION livewidget.revoke_device_tokens(text) IS
+'revoke every token of a device; returns how many there were';
+
+REVOKE ALL ON FUNCTION livewidget.issue_device_token(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION livewidget.device_token_valid(text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION livewidget.revoke_device_tokens(text) FROM PUBLIC;
+
+--
+-- The bridge's dead-letter table: messages it rejected for their content.
+-- Bounded: after each insert, the oldest rows beyond
+-- livewidget.rejected_message_limit (default 10,000; 0 keeps none) go.
+--
+CREATE TABLE livewidget.rejected_message (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    received_at timestamptz NOT NULL DEFAULT now(),
+    topic text NOT NULL,
+    reason text NOT NULL,
+    payload bytea
+);
+
+SELECT pg_catalog.pg_extension_config_dump('livewidget.rejected_message', '');
+SELECT pg_catalog.pg_extension_config_dump('livewidget.rejected_message_id_seq', '');
+
+--
+-- The setting is read as text, so that it works in a session that has
+-- not loaded the extension's library (which defines it).  Two lookups at
+-- the ends of the key tell when there is nothing to remove.
+--
+CREATE FUNCTION livewidget.trim_rejected_messages()
+RETURNS trigger
+AS $$
+DECLARE
+    keep bigint := greatest(coalesce(nullif(current_setting(
+                        'livewidget.rejected_message_limit', true), '')::bigint,
+                        10000), 0);
+    newest bigint;
+    oldest bigint;
+BEGIN
+    SELECT max(id), min(id) INTO newest, oldest FROM livewidget.rejected_message;
+    IF newest IS NULL OR newest - oldest < keep THEN
+        RETURN NULL;
+    END IF;
+    DELETE FROM livewidget.rejected_message
+     WHERE id <= (SELECT r.id FROM livewidget.rejected_message AS r
+                   ORDER BY r.id DESC OFFSET keep LIMIT 1);
+    RETURN NULL;
+END
+$$
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+
+REVOKE ALL ON FUNCTION livewidget.trim_rejected_messages() FROM PUBLIC;
+
+CREATE TRIGGER trim_rejected_messages
+    AFTER INSERT ON livewidget.rejected_message
+    FOR EACH STATEMENT
+    EXECUTE FUNCTION livewidget.trim_rejected_messages();

@@ -36,6 +36,8 @@ PG_MODULE_MAGIC;
 
 void		_PG_init(void);
 
+static int	lw_rejected_message_limit = 10000;
+
 /*
  * _PG_init
  *		Define the extension's settings.
@@ -51,6 +53,14 @@ _PG_init(void)
 							 LW_NOTIFY_QUEUE_LIMIT_DEFAULT, 0.0, 1.0,
 							 PGC_SUSET, 0,
 							 NULL, NULL, NULL);
+	/* read by the trigger on livewidget.rejected_message, in SQL */
+	DefineCustomIntVariable("livewidget.rejected_message_limit",
+							"Rows livewidget.rejected_message keeps; the oldest beyond are removed.",
+							NULL,
+							&lw_rejected_message_limit,
+							10000, 0, INT_MAX,
+							PGC_SUSET, 0,
+							NULL, NULL, NULL);
 	MarkGUCPrefixReserved("livewidget");
 }
 

@@ -6,7 +6,7 @@ BEGIN;
 CREATE EXTENSION IF NOT EXISTS pgtap;
 CREATE EXTENSION IF NOT EXISTS livewidget;
 
-SELECT plan(77);
+SELECT plan(93);
 
 SELECT has_schema('livewidget');
 SELECT has_extension('livewidget');
@@ -126,8 +126,42 @@ SELECT set_eq(
        WHERE extname = 'livewidget'$$,
     ARRAY['livewidget.sensor_data', 'livewidget.tracked_variable',
           'livewidget.widget_sample', 'livewidget.widget_state',
-          'livewidget.attached_table', 'livewidget.sensor_data_id_seq', 'livewidget.tracked_variable_id_seq'],
+          'livewidget.attached_table', 'livewidget.sensor_data_id_seq', 'livewidget.tracked_variable_id_seq',
+          'livewidget.device_token', 'livewidget.device_token_id_seq',
+          'livewidget.rejected_message', 'livewidget.rejected_message_id_seq'],
     'every table and counter of the extension is dumped');
+
+-- device tokens: functions for the roles an administrator grants, and a
+-- table that holds only hashes
+SELECT has_function('livewidget', 'issue_device_token', ARRAY['text']);
+SELECT function_returns('livewidget', 'issue_device_token', ARRAY['text'], 'text');
+SELECT has_function('livewidget', 'device_token_valid', ARRAY['text', 'text']);
+SELECT function_returns('livewidget', 'device_token_valid', ARRAY['text', 'text'], 'boolean');
+SELECT has_function('livewidget', 'revoke_device_tokens', ARRAY['text']);
+SELECT function_returns('livewidget', 'revoke_device_tokens', ARRAY['text'], 'integer');
+SELECT ok(NOT has_function_privilege('public', 'livewidget.issue_device_token(text)', 'EXECUTE')
+          AND NOT has_function_privilege('public', 'livewidget.device_token_valid(text,text)', 'EXECUTE')
+          AND NOT has_function_privilege('public', 'livewidget.revoke_device_tokens(text)', 'EXECUTE'),
+          'PUBLIC cannot use the device token functions');
+SELECT columns_are('livewidget', 'device_token',
+                   ARRAY['id', 'device_id', 'token_sha256', 'issued_at']);
+SELECT col_type_is('livewidget', 'device_token', 'token_sha256', 'bytea',
+                   'device_token keeps a hash');
+
+-- the dead-letter table, as the contract names its columns
+SELECT columns_are('livewidget', 'rejected_message',
+                   ARRAY['id', 'received_at', 'topic', 'reason', 'payload']);
+SELECT col_type_is('livewidget', 'rejected_message', 'received_at', 'timestamp with time zone',
+                   'rejected_message.received_at is timestamp with time zone');
+SELECT col_type_is('livewidget', 'rejected_message', 'topic', 'text',
+                   'rejected_message.topic is text');
+SELECT col_type_is('livewidget', 'rejected_message', 'reason', 'text',
+                   'rejected_message.reason is text');
+SELECT col_type_is('livewidget', 'rejected_message', 'payload', 'bytea',
+                   'rejected_message.payload is bytea');
+SELECT col_is_pk('livewidget', 'rejected_message', 'id', 'rejected_message is keyed by id');
+SELECT has_trigger('livewidget', 'rejected_message', 'trim_rejected_messages',
+                   'rejected_message is kept bounded by a trigger');
 
 SELECT * FROM finish();
 ROLLBACK;
