@@ -24,7 +24,8 @@ REGRESS = setup buffer track samples refill privileges roles attach commit \
 	prepared device
 REGRESS_OPTS = --inputdir=. --dbname=livewidget_regress
 ISOLATION = notify concurrent_writers track_race attach_race lookup_cache \
-	eight_writers ingest_role notify_queue lookup_invalidation hand_edit
+	eight_writers ingest_role notify_queue lookup_invalidation hand_edit \
+	track_two_tables
 ISOLATION_OPTS = --load-extension=livewidget
 
 PG_CPPFLAGS = -I$(srcdir)/extension -DLW_EXTVERSION='"$(EXTVERSION)"'

@@ -730,14 +730,53 @@ build_fill(void)
 }
 
 /*
+ * lock_all_or_none
+ *		SHARE-lock every table of the fill query that still exists, without
+ *		waiting; on the first one another transaction holds, release the
+ *		ones taken here and return its OID (InvalidOid when all are taken).
+ *
+ * A transaction that inserts into two attached tables holds the first
+ * while it asks for the second.  Were track() to hold the second while
+ * it waits for the first, the two would deadlock, and the deadlock check
+ * may well abort the insert; so nothing is held while waiting.
+ */
+static Oid
+lock_all_or_none(void)
+{
+	Oid		   *taken = palloc(sizeof(Oid) * Max(fill_nrelids, 1));
+	Oid			busy = InvalidOid;
+	int			ntaken = 0;
+
+	for (int i = 0; i < fill_nrelids; i++)
+	{
+		if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(fill_relids[i])))
+			continue;
+		if (!ConditionalLockRelationOid(fill_relids[i], ShareLock))
+		{
+			busy = fill_relids[i];
+			break;
+		}
+		taken[ntaken++] = fill_relids[i];
+	}
+	/* a lock this transaction held before stays: only ours are undone */
+	if (OidIsValid(busy))
+		for (int i = 0; i < ntaken; i++)
+			UnlockRelationOid(taken[i], ShareLock);
+	pfree(taken);
+	return busy;
+}
+
+/*
  * lw_lock_attached_tables
- *		SHARE-lock every attached table, in OID order, and make the fill
- *		query current.  Must be called while connected to SPI.
+ *		SHARE-lock every attached table and make the fill query current.
+ *		Must be called while connected to SPI.
  *
  * The lock waits for inserting statements in progress and holds back new
- * ones until the caller's transaction ends (see track.c).  Taking a lock
- * also reads pending invalidations, so when one says the list of tables
- * changed, the list is read again and the new tables locked too.
+ * ones until the caller's transaction ends (see track.c).  The tables are
+ * taken all at once or not at all (lock_all_or_none()); when one is busy,
+ * this waits for that one alone, lets it go, and tries all again.  Taking
+ * a lock also reads pending invalidations, so when one says the list of
+ * tables changed, the list is read again and the new tables locked too.
  */
 void
 lw_lock_attached_tables(void)
@@ -746,20 +785,25 @@ lw_lock_attached_tables(void)
 	free_stale_plans();
 	lw_check_version();
 
-	for (int round = 0;; round++)
+	for (int rebuilds = 0;;)
 	{
-		if (round > 100)
-			elog(ERROR, "attached tables kept changing while being locked");
+		Oid			busy;
+
 		if (!fill_valid)
 		{
+			if (++rebuilds > 100)
+				elog(ERROR, "attached tables kept changing while being locked");
 			fill_valid = true;
 			build_fill();
 		}
-		for (int i = 0; i < fill_nrelids; i++)
+		busy = lock_all_or_none();
+		if (OidIsValid(busy))
 		{
-			if (SearchSysCacheExists1(RELOID,
-									  ObjectIdGetDatum(fill_relids[i])))
-				LockRelationOid(fill_relids[i], ShareLock);
+			/* wait for its inserters, holding nothing else meanwhile */
+			LockRelationOid(busy, ShareLock);
+			UnlockRelationOid(busy, ShareLock);
+			CHECK_FOR_INTERRUPTS();
+			continue;
 		}
 		if (fill_valid)
 			break;

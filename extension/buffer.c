@@ -786,10 +786,12 @@ buffer_widgets(StatementWork *work)
 
 /*
  * notify_new_samples
- *		Announce the samples that are in the buffers now, widget by widget.
+ *		Announce the samples that are in the buffers now, widget by widget,
+ *		or hand them to "later" to be announced when the transaction ends
+ *		(see lw_buffer_write()).
  */
 static void
-notify_new_samples(StatementWork *work)
+notify_new_samples(StatementWork *work, LwLaterFn later, void *arg)
 {
 	for (int i = 0; i < work->nwidgets; i++)
 	{
@@ -806,42 +808,11 @@ notify_new_samples(StatementWork *work)
 			samples[k].value = w->kept[k]->value;
 			samples[k].unit = w->kept[k]->unit;
 		}
-		lw_notify_samples(w->widget_id, samples, w->nkept);
+		if (later != NULL)
+			later(arg, w->widget_id, samples, w->nkept);
+		else
+			lw_notify_samples(w->widget_id, samples, w->nkept);
 	}
-}
-
-/*
- * report_not_notified
- *		PREPARE TRANSACTION wrote samples it cannot notify: say so, once.
- */
-static void
-report_not_notified(StatementWork *work)
-{
-	StringInfoData ids;
-	int			count = 0;
-
-	initStringInfo(&ids);
-	for (int i = 0; i < work->nwidgets; i++)
-	{
-		if (work->widgets[i].nkept == 0)
-			continue;
-		if (count++ < 10)
-			appendStringInfo(&ids, "%s\"%s\"", count > 1 ? ", " : "",
-							 work->widgets[i].widget_id);
-	}
-	if (count == 0)
-		return;
-	if (count > 10)
-		appendStringInfo(&ids, " and %d more", count - 10);
-
-	ereport(WARNING,
-			(errcode(ERRCODE_WARNING),
-			 errmsg_plural("new samples of %d widget are buffered but not notified",
-						   "new samples of %d widgets are buffered but not notified",
-						   count, count),
-			 errdetail("A transaction being prepared cannot send notifications.  Widgets: %s.",
-					   ids.data),
-			 errhint("Clients see these samples when they next read the buffer, for example with livewidget.samples_after().")));
 }
 
 /*
@@ -887,14 +858,19 @@ report_skipped(StatementWork *work, Relation rel)
 /*
  * lw_buffer_write
  *		Write the readings a transaction gave its widgets into their
- *		buffers, then notify the new samples unless told not to (see
- *		pending.c, which calls this at commit).
+ *		buffers (pending.c calls this at commit, and for track() and its
+ *		kind), then notify the new samples.
+ *
+ * With "later", the new samples are handed to it (with arg) instead of
+ * being notified: a transaction that has sent a notification can no
+ * longer be prepared, so before its end pending.c keeps them, and notifies
+ * them at commit.
  *
  * A transaction that dropped the extension after its inserts has no
  * buffers left to write.
  */
 void
-lw_buffer_write(LwPendingWidget *widgets, int n, bool notify)
+lw_buffer_write(LwPendingWidget *widgets, int n, LwLaterFn later, void *arg)
 {
 	MemoryContext cxt;
 	MemoryContext oldcxt;
@@ -927,10 +903,7 @@ lw_buffer_write(LwPendingWidget *widgets, int n, bool notify)
 	qsort(work.widgets, work.nwidgets, sizeof(WidgetBuffer), widget_cmp);
 
 	buffer_widgets(&work);
-	if (notify)
-		notify_new_samples(&work);
-	else
-		report_not_notified(&work);
+	notify_new_samples(&work, later, arg);
 
 	MemoryContextSwitchTo(oldcxt);
 	MemoryContextDelete(cxt);

@@ -209,7 +209,10 @@ extern Datum lw_build_array(Datum *elems, const bool *nulls, int n,
 extern Datum lw_cstring_array(char **strs, int n);
 
 /* buffer.c */
-extern void lw_buffer_write(LwPendingWidget *widgets, int n, bool notify);
+typedef void (*LwLaterFn) (void *arg, const char *widget_id,
+						   const LwSample *samples, int nsamples);
+extern void lw_buffer_write(LwPendingWidget *widgets, int n, LwLaterFn later,
+							void *arg);
 
 /* pending.c */
 extern int64 lw_pending_ords(int64 n);

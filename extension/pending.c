@@ -39,15 +39,21 @@
  * back, the mark and those writes go together, and the lower levels'
  * readings are written at commit as if nothing had happened.
  *
- * PREPARE TRANSACTION writes the buffers too (XACT_EVENT_PRE_PREPARE),
- * but a transaction to be prepared cannot send notifications: a warning
- * says which widgets' samples are not notified.
+ * Notifications.  PostgreSQL refuses to prepare a transaction that has
+ * sent one, so the samples written before the end of the transaction (by
+ * lw_pending_flush()) are not notified at once: their level keeps them
+ * as "notes", which follow the level (an abort drops them, a commit hands
+ * them to the parent), and they are notified at commit, before the
+ * samples the commit itself writes.  PREPARE TRANSACTION writes the
+ * buffers too (XACT_EVENT_PRE_PREPARE), but cannot notify: a warning says
+ * which widgets' samples, its own and the notes, are not notified.
  *
  * Memory: each level has its own context under TopTransactionContext;
  * the end of the transaction frees them all.
  *
  *	  level		the readings that one (sub)transaction added, with marks
  *	  mark		"what the levels below hold for this widget is written"
+ *	  note		samples written early, to be notified at commit
  *
  * extension/pending.c
  *
@@ -56,6 +62,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "nodes/pg_list.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 
@@ -71,11 +78,20 @@ typedef struct PendingWidget
 	int			nreadings;
 } PendingWidget;
 
+/* Samples written before the commit, not notified yet. */
+typedef struct PendingNote
+{
+	char	   *widget_id;
+	LwSample   *samples;		/* in seq order */
+	int			nsamples;
+} PendingNote;
+
 typedef struct PendingLevel
 {
 	SubTransactionId subid;		/* the (sub)transaction it belongs to */
 	MemoryContext cxt;			/* holds the level itself too */
 	HTAB	   *widgets;		/* PendingWidget by widget id */
+	List	   *notes;			/* PendingNote, oldest first */
 	struct PendingLevel *below; /* the parent's level, or NULL */
 } PendingLevel;
 
@@ -104,8 +120,35 @@ new_level(SubTransactionId subid)
 								 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 	level->subid = subid;
 	level->cxt = cxt;
+	level->notes = NIL;
 	level->below = NULL;
 	return level;
+}
+
+/*
+ * keep_note
+ *		Keep samples just written, to notify them at commit, in the level
+ *		given as arg (an LwLaterFn for lw_buffer_write()).
+ */
+static void
+keep_note(void *arg, const char *widget_id, const LwSample *samples,
+		  int nsamples)
+{
+	PendingLevel *level = (PendingLevel *) arg;
+	MemoryContext oldcxt = MemoryContextSwitchTo(level->cxt);
+	PendingNote *note = palloc(sizeof(PendingNote));
+
+	note->widget_id = pstrdup(widget_id);
+	note->samples = palloc(sizeof(LwSample) * Max(nsamples, 1));
+	note->nsamples = nsamples;
+	for (int i = 0; i < nsamples; i++)
+	{
+		note->samples[i] = samples[i];
+		if (samples[i].unit != NULL)
+			note->samples[i].unit = pstrdup(samples[i].unit);
+	}
+	level->notes = lappend(level->notes, note);
+	MemoryContextSwitchTo(oldcxt);
 }
 
 /*
@@ -237,22 +280,31 @@ merge_widget(PendingLevel *into, const PendingWidget *from)
 				   into->cxt);
 }
 
+/* "from" being the later of the two levels; its notes go after into's */
 static void
 merge_level(PendingLevel *into, PendingLevel *from)
 {
 	HASH_SEQ_STATUS status;
 	PendingWidget *pw;
+	ListCell   *lc;
 
 	hash_seq_init(&status, from->widgets);
 	while ((pw = hash_seq_search(&status)) != NULL)
 		merge_widget(into, pw);
+
+	foreach(lc, from->notes)
+	{
+		PendingNote *note = (PendingNote *) lfirst(lc);
+
+		keep_note(into, note->widget_id, note->samples, note->nsamples);
+	}
 }
 
 /*
  * fold_levels
  *		What the whole stack holds, as one level with a context of its
- *		own: the levels merged from the bottom up.  Only widget_id when it
- *		is given.
+ *		own: the levels merged from the bottom up.  Only the readings of
+ *		widget_id, and no notes, when it is given.
  */
 static PendingLevel *
 fold_levels(const char *widget_id)
@@ -284,10 +336,11 @@ fold_levels(const char *widget_id)
 
 /*
  * write_level
- *		Write the buffers of every widget a folded level holds readings for.
+ *		Write the buffers of every widget a folded level holds readings for;
+ *		later and arg as for lw_buffer_write().
  */
 static void
-write_level(PendingLevel *level, bool notify)
+write_level(PendingLevel *level, LwLaterFn later, void *arg)
 {
 	long		n = hash_get_num_entries(level->widgets);
 	LwPendingWidget *list = palloc(sizeof(LwPendingWidget) * Max(n, 1));
@@ -307,8 +360,70 @@ write_level(PendingLevel *level, bool notify)
 		count++;
 	}
 	if (count > 0)
-		lw_buffer_write(list, count, notify);
+		lw_buffer_write(list, count, later, arg);
 	pfree(list);
+}
+
+/* Notify the samples a folded level keeps notes of, oldest first. */
+static void
+send_notes(PendingLevel *level)
+{
+	ListCell   *lc;
+
+	foreach(lc, level->notes)
+	{
+		PendingNote *note = (PendingNote *) lfirst(lc);
+
+		lw_notify_samples(note->widget_id, note->samples, note->nsamples);
+	}
+}
+
+/*
+ * report_not_notified
+ *		PREPARE TRANSACTION wrote samples it cannot notify, and may keep
+ *		notes of samples written before: say which widgets', once.
+ */
+static void
+report_not_notified(PendingLevel *level)
+{
+	StringInfoData ids;
+	HASHCTL		ctl;
+	HTAB	   *seen;
+	ListCell   *lc;
+	int			count = 0;
+
+	ctl.keysize = LW_WIDGET_ID_MAX_LEN + 1;
+	ctl.entrysize = LW_WIDGET_ID_MAX_LEN + 1;
+	ctl.hcxt = CurrentMemoryContext;
+	seen = hash_create("livewidget widgets not notified", 16, &ctl,
+					   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	initStringInfo(&ids);
+	foreach(lc, level->notes)
+	{
+		PendingNote *note = (PendingNote *) lfirst(lc);
+		bool		found;
+
+		(void) hash_search(seen, note->widget_id, HASH_ENTER, &found);
+		if (found)
+			continue;
+		if (count++ < 10)
+			appendStringInfo(&ids, "%s\"%s\"", count > 1 ? ", " : "",
+							 note->widget_id);
+	}
+	hash_destroy(seen);
+	if (count == 0)
+		return;
+	if (count > 10)
+		appendStringInfo(&ids, " and %d more", count - 10);
+
+	ereport(WARNING,
+			(errcode(ERRCODE_WARNING),
+			 errmsg_plural("new samples of %d widget are buffered but not notified",
+						   "new samples of %d widgets are buffered but not notified",
+						   count, count),
+			 errdetail("A transaction being prepared cannot send notifications.  Widgets: %s.",
+					   ids.data),
+			 errhint("Clients see these samples when they next read the buffer, for example with livewidget.samples_after().")));
 }
 
 /*
@@ -316,6 +431,10 @@ write_level(PendingLevel *level, bool notify)
  *		At the end of the transaction: write every buffer that readings
  *		wait for.  The stack is taken away first, so that an error here
  *		(which aborts the transaction) finds nothing left to write.
+ *
+ * At commit the notes go out first: their samples got their seqs before
+ * the ones written now.  A transaction being prepared only keeps notes,
+ * to say what it did not notify.
  */
 static void
 write_all(bool notify)
@@ -328,7 +447,16 @@ write_all(bool notify)
 		fold_levels(NULL);
 	top_level = NULL;
 	next_ord = 0;
-	write_level(level, notify);
+	if (notify)
+	{
+		send_notes(level);
+		write_level(level, NULL, NULL);
+	}
+	else
+	{
+		write_level(level, keep_note, level);
+		report_not_notified(level);
+	}
 }
 
 static void
@@ -417,7 +545,8 @@ lw_pending_add(const char *widget_id, int32 max_samples,
 /*
  * lw_pending_flush
  *		Write now what waits for one widget, and mark it written at the
- *		current level.  The caller holds the widget's lock.
+ *		current level, which keeps the notes of the new samples.  The
+ *		caller holds the widget's lock.
  */
 void
 lw_pending_flush(const char *widget_id)
@@ -431,10 +560,11 @@ lw_pending_flush(const char *widget_id)
 	pw = hash_search(folded->widgets, widget_id, HASH_FIND, NULL);
 	if (pw != NULL && pw->nreadings > 0)
 	{
+		PendingLevel *level = current_level();
 		PendingWidget *mark;
 
-		write_level(folded, true);
-		mark = level_widget(current_level(), widget_id);
+		write_level(folded, keep_note, level);
+		mark = level_widget(level, widget_id);
 		clear_widget(mark);
 		mark->marked = true;
 	}
