@@ -229,7 +229,18 @@ class DemoProcess:
         return self.wait_exit()
 
     def wait_exit(self, timeout=STOP_TIMEOUT):
-        status = self.proc.wait(timeout)
+        try:
+            status = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            # say what it was doing and what still runs, for the report
+            pids = set(processes_mentioning(self.base))
+            pids.update(p for p in self.printed_pids() if running(p))
+            raise AssertionError(
+                "the demo did not exit within %d s; still running:\n%s"
+                "\n\ndemo output:\n%s" % (
+                    timeout, "\n".join("%d %s" % (p, _cmdline(p))
+                                        for p in sorted(pids)),
+                    self.output())) from None
         if self.reader is not None:
             self.reader.join(10)
         return status
