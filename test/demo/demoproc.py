@@ -35,9 +35,14 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _child_setup():
-    """Runs in the child between fork and exec: plain system calls only."""
+    """Runs in the child between fork and exec: plain system calls only.
+
+    The demo starts with the signals a terminal leaves it, whatever runs
+    the tests: a shell cannot trap a signal that was ignored when it
+    started, and nohup (or a CI runner) may have ignored SIGHUP."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
