@@ -99,7 +99,8 @@
  * wait for state.lock.  Counters are atomics, read without the lock.
  *
  * Terms: "rejected" means refused for its content, logged and counted,
- * never retried; "held" means taken from the broker but not yet stored
+ * written to livewidget.rejected_message (a "dead letter"), never
+ * retried; "held" means taken from the broker but not yet stored
  * because the database is unavailable or the device busy; "busy" means
  * the database answers but cannot write this device now.
  *
@@ -194,6 +195,18 @@
  * turns and the duplicate check of one sees the rows of the other.
  */
 #define LOCK_CLASS				1280770049	/* 0x4C570001, "LW" */
+
+/*
+ * A rejected message, for livewidget.rejected_message (see
+ * write_dead_letter()): at most DEAD_LETTERS_PER_SECOND of them a second
+ * are written, the others only logged and counted.
+ */
+#define SQL_DEAD_LETTER \
+	"INSERT INTO livewidget.rejected_message (topic, reason, payload) " \
+	"VALUES ($1, $2, $3)"
+#define DEAD_LETTERS_PER_SECOND	100
+#define TEXT_TYPE_OID			25	/* pg_type.h is for the server */
+#define BYTEA_TYPE_OID			17
 
 #define SQL_LOCK \
 	"SELECT pg_advisory_xact_lock(" CppAsString(LOCK_CLASS) ", hashtext($1))"
@@ -290,6 +303,11 @@ static struct
 	atomic_ullong db_errors;
 	atomic_ullong db_busy;
 	atomic_ullong rejected[REJECT_NUM_REASONS];
+	atomic_ullong dead_letters;		/* rows written to rejected_message */
+	atomic_ullong dead_letters_dropped;
+	atomic_bool dead_letters_off;	/* the table is missing */
+	atomic_llong dead_letter_second;	/* rate limit: current second ... */
+	atomic_int	dead_letter_count;	/* ... and rows written in it */
 	atomic_int	held_count;		/* state.held.messages, for the metrics */
 } state = {
 	.lock = PTHREAD_MUTEX_INITIALIZER,
@@ -401,20 +419,108 @@ sb_array_text(StrBuf *sb, const char *s)
  * ----------------------------------------------------------------------
  */
 
+static const char *error_text(PGconn *conn, const PGresult *res);
+static bool db_connect(PGconn **conn, char *why, size_t whylen);
+
+/*
+ * Whether one more dead letter may be written this second: at most
+ * DEAD_LETTERS_PER_SECOND, so that a device sending garbage cannot turn
+ * every message it sends into a database write.  Both threads call this;
+ * racing at a second's turn can let a few more through, never many.
+ */
+static bool
+dead_letter_allowed(void)
+{
+	long long	second = (long long) (now_us() / 1000000);
+
+	if (atomic_exchange(&state.dead_letter_second, second) != second)
+		atomic_store(&state.dead_letter_count, 0);
+	return atomic_fetch_add(&state.dead_letter_count, 1) <
+		DEAD_LETTERS_PER_SECOND;
+}
+
+/*
+ * Write a rejected message into livewidget.rejected_message: topic,
+ * reason and the whole payload, on the connection of the thread that
+ * rejected it (opened if need be; NULL while the database is known to be
+ * unavailable: only logged).  Best effort: a failure is logged and the
+ * message counts as rejected all the same.  The table's own trigger keeps
+ * it bounded (livewidget.rejected_message_limit).
+ */
+static void
+write_dead_letter(PGconn **connp, const Message *m, const char *reason)
+{
+	static const Oid types[3] = {TEXT_TYPE_OID, TEXT_TYPE_OID,
+		BYTEA_TYPE_OID};
+	static const int formats[3] = {0, 0, 1};
+	const char *values[3] = {m->topic, reason, m->payload};
+	int			lengths[3] = {0, 0, (int) m->len};
+	PGresult   *res;
+	const char *sqlstate;
+	PGconn	   *conn;
+	char		why[256];
+
+	if (connp == NULL || atomic_load(&state.dead_letters_off))
+		return;
+	if (!dead_letter_allowed())
+	{
+		atomic_fetch_add(&state.dead_letters_dropped, 1);
+		return;
+	}
+	if (*connp == NULL && !db_connect(connp, why, sizeof(why)))
+	{
+		atomic_fetch_add(&state.dead_letters_dropped, 1);
+		return;
+	}
+	conn = *connp;
+	if (PQstatus(conn) != CONNECTION_OK ||
+		PQtransactionStatus(conn) != PQTRANS_IDLE)
+	{
+		atomic_fetch_add(&state.dead_letters_dropped, 1);
+		return;
+	}
+
+	res = PQexecParams(conn, SQL_DEAD_LETTER, 3, types, values, lengths,
+					   formats, 0);
+	if (PQresultStatus(res) == PGRES_COMMAND_OK)
+		atomic_fetch_add(&state.dead_letters, 1);
+	else
+	{
+		atomic_fetch_add(&state.dead_letters_dropped, 1);
+		sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+		if (sqlstate != NULL && strcmp(sqlstate, "42P01") == 0)
+		{
+			/* no extension, or an older one: say it once */
+			atomic_store(&state.dead_letters_off, true);
+			log_warning("mqtt", "livewidget.rejected_message does not exist; "
+						"rejected messages are only logged from now on");
+		}
+		else
+			log_warning("mqtt", "could not write a rejected message to "
+						"livewidget.rejected_message: %s",
+						error_text(conn, res));
+	}
+	PQclear(res);
+}
+
 /*
  * One log line per rejected message: device, topic, reason, and at most
  * LOG_PAYLOAD_BYTES of the payload with everything but printable ASCII
  * escaped, so that a device cannot write lines of its own into the log.
+ * The whole message also goes to livewidget.rejected_message, on conn.
  */
 static void
-log_rejection(const char *device, const Message *m, RejectReason reason,
-			  const char *detail)
+log_rejection(PGconn **conn, const char *device, const Message *m,
+			  RejectReason reason, const char *detail)
 {
 	char		dev[4 * READING_MAX_ID + 4];
 	char		top[4 * LOG_TOPIC_BYTES + 4];
 	char		body[4 * LOG_PAYLOAD_BYTES + 4];
+	char		why[1024];
 
 	atomic_fetch_add(&state.rejected[reason], 1);
+	snprintf(why, sizeof(why), "%s: %s", reading_reason_name(reason), detail);
+	write_dead_letter(conn, m, why);
 	if (!log_enabled(LOG_LEVEL_WARNING))
 		return;
 
@@ -426,6 +532,7 @@ log_rejection(const char *device, const Message *m, RejectReason reason,
 				"\"%s\": %s: %s; payload (%zu bytes): \"%s\"",
 				dev, top, reading_reason_name(reason), detail, m->len, body);
 }
+
 /* ----------------------------------------------------------------------
  * The database
  *
@@ -703,7 +810,14 @@ store_batch(PGconn **conn, const char *device, const Message *m,
 				  inserted, batch->count, device);
 	}
 	else if ((result = classify_error(*conn, failed)) == STORE_DONE)
-		log_rejection(device, m, REJECT_DATABASE, error_text(*conn, failed));
+	{
+		char		detail[512];
+
+		/* the text first: the dead letter reuses the connection */
+		snprintf(detail, sizeof(detail), "%s", error_text(*conn, failed));
+		one_line(detail);
+		log_rejection(conn, device, m, REJECT_DATABASE, detail);
+	}
 	else
 	{
 		atomic_fetch_add(result == STORE_BUSY ? &state.db_busy :
@@ -752,7 +866,8 @@ try_store(PGconn **conn, const char *device, const Message *m,
  * is refused (logged and counted here); batch is to be freed either way.
  */
 static bool
-parse_message(const Message *m, char *device, ReadingBatch *batch)
+parse_message(PGconn **conn, const Message *m, char *device,
+			  ReadingBatch *batch)
 {
 	RejectReason reason;
 	bool		senml = false;
@@ -767,7 +882,7 @@ parse_message(const Message *m, char *device, ReadingBatch *batch)
 		if (reading_topic_device(state.patterns[1], m->topic, device,
 								 READING_MAX_ID + 1) != REJECT_NONE)
 		{
-			log_rejection("", m, REJECT_BAD_TOPIC, "the topic has no valid "
+			log_rejection(conn, "", m, REJECT_BAD_TOPIC, "the topic has no valid "
 						  "device id where the subscription has \"+\"");
 			return false;
 		}
@@ -777,7 +892,7 @@ parse_message(const Message *m, char *device, ReadingBatch *batch)
 		(m->payload, m->len, device, now_us(), batch);
 	if (reason != REJECT_NONE)
 	{
-		log_rejection(device, m, reason, batch->detail);
+		log_rejection(conn, device, m, reason, batch->detail);
 		return false;
 	}
 	return true;
@@ -939,7 +1054,7 @@ take_message(const Message *m, int msgid)
 	char		why[512];
 
 	/* a message refused for its content is logged and counted there */
-	if (!parse_message(m, device, &batch))
+	if (!parse_message(state.holding ? NULL : &state.conn, m, device, &batch))
 	{
 		reading_batch_free(&batch);
 		return;
@@ -976,7 +1091,7 @@ store_held_message(PGconn **conn, const HeldMessage *h, char *why,
 	ReadingBatch batch;
 	StoreResult result = STORE_DONE;
 
-	if (parse_message(&m, device, &batch))
+	if (parse_message(conn, &m, device, &batch))
 		result = try_store(conn, device, &m, &batch, why, whylen);
 	reading_batch_free(&batch);
 	return result;
@@ -1097,7 +1212,9 @@ on_message(void *context, char *topic, int topic_len, MQTTAsync_message *msg)
 	if (topic_len > 0 && (size_t) topic_len != strlen(topic))
 	{
 		/* a NUL inside the topic cannot match a pattern: refuse it whole */
-		log_rejection("", &m, REJECT_BAD_TOPIC, "the topic holds a NUL byte");
+		/* no dead letter: a text column cannot hold the topic either */
+		log_rejection(NULL, "", &m, REJECT_BAD_TOPIC,
+					  "the topic holds a NUL byte");
 	}
 	else if (msg->retained)
 	{
@@ -1872,6 +1989,12 @@ ingest_metrics(char *buf, size_t len)
 		metric_line(&m, "%s{reason=\"%s\"} %llu\n", rej,
 					reading_reason_name((RejectReason) r),
 					atomic_load(&state.rejected[r]));
+	metric(&m, "livewidget_ingest_dead_letters_total", "counter",
+		   "Rejected messages written to livewidget.rejected_message.",
+		   atomic_load(&state.dead_letters));
+	metric(&m, "livewidget_ingest_dead_letters_dropped_total", "counter",
+		   "Rejected messages only logged: over the rate limit, or not writable.",
+		   atomic_load(&state.dead_letters_dropped));
 	metric(&m, "livewidget_ingest_retained_skipped_total", "counter",
 		   "Retained messages skipped.", atomic_load(&state.retained_skipped));
 	metric(&m, "livewidget_ingest_redeliveries_skipped_total", "counter",

@@ -288,6 +288,68 @@ def test_database_refusal_rejects_not_retries(pg, broker, bridge,
                          "DROP CONSTRAINT %s" % name)
 
 
+def dead_letters(pg, device):
+    """The rows livewidget.rejected_message holds for device's topic."""
+    if not pg.extension:
+        pytest.skip("the livewidget extension is not installed")
+    return pg.sql("SELECT topic, reason, payload "
+                  "FROM livewidget.rejected_message "
+                  "WHERE topic = %s ORDER BY id", (topic(device),))
+
+
+def test_rejected_message_kept_as_dead_letter(pg, broker, bridge, device):
+    """A message rejected for its content goes whole into
+    livewidget.rejected_message: topic, reason and the payload's bytes."""
+    payload = '{"sensor_type":"t","value":"24,8","unit":"\u00b0C"}'
+    before = bridge.metric("livewidget_ingest_dead_letters_total")
+    reject_case(pg, broker, bridge, device, payload, "invalid_value")
+    rows = dead_letters(pg, device)
+    assert len(rows) == 1, rows
+    assert rows[0][0] == topic(device)
+    assert rows[0][1].startswith("invalid_value: "), rows[0][1]
+    assert bytes(rows[0][2]) == payload.encode()
+    assert bridge.metric("livewidget_ingest_dead_letters_total") == before + 1
+
+
+def test_database_refusal_is_a_dead_letter(pg, broker, bridge, device):
+    """What PostgreSQL refuses is a dead letter too, with its message."""
+    name = "no_big_" + device.replace("-", "_")
+    pg.sql("ALTER TABLE livewidget.sensor_data ADD CONSTRAINT %s "
+           "CHECK (device_id <> '%s' OR value < 100) NOT VALID"
+           % (name, device))
+    try:
+        reject_case(pg, broker, bridge, device,
+                    {"sensor_type": "t", "value": 1000},
+                    "rejected_by_database")
+    finally:
+        pg.sql("ALTER TABLE livewidget.sensor_data DROP CONSTRAINT %s"
+               % name)
+    rows = dead_letters(pg, device)
+    assert len(rows) == 1, rows
+    assert rows[0][1].startswith("rejected_by_database: ") and \
+        name in rows[0][1], rows[0][1]
+
+
+def test_dead_letters_rate_limited(pg, broker, bridge, device):
+    """A flood of bad messages: at most 100 a second are written, the
+    others only logged and counted; every one counts as rejected."""
+    written = bridge.metric("livewidget_ingest_dead_letters_total")
+    dropped = bridge.metric("livewidget_ingest_dead_letters_dropped_total")
+    before = bridge.rejected("malformed_json")
+    started = time.monotonic()
+    broker.publish_all([(topic(device), "{") for _ in range(300)])
+    wait_for(lambda: bridge.rejected("malformed_json") - before == 300,
+             what="300 rejections")
+    seconds = time.monotonic() - started
+    written = bridge.metric("livewidget_ingest_dead_letters_total") - written
+    dropped = bridge.metric(
+        "livewidget_ingest_dead_letters_dropped_total") - dropped
+    assert written + dropped == 300
+    # the counting windows are whole seconds of the clock
+    assert written <= 100 * (int(seconds) + 2), (written, seconds)
+    assert len(dead_letters(pg, device)) == written
+
+
 def test_senml_pack(pg, broker, bridge, device):
     pack = [{"bn": device + "/", "bt": 1752045300, "bu": "Cel",
              "n": "temperature", "v": 23.5},
