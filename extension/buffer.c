@@ -229,6 +229,14 @@ value_column(Datum d, Oid type, float8 *value)
 			/* beyond a double's range this gives an infinity, not an error */
 			*value = DatumGetFloat8(DirectFunctionCall1(numeric_float8_no_overflow,
 														d));
+
+			/*
+			 * The fills' queries count a numeric of magnitude 1e308 or more
+			 * as not finite (attach.c): so does the trigger, so that a
+			 * refill keeps what inserts buffered.
+			 */
+			if (fabs(*value) >= 1e308)
+				return false;
 			break;
 		default:
 			elog(ERROR, "unexpected type %u of a readings value column", type);

@@ -251,3 +251,23 @@ DROP TABLE sensors_sensordata, plant_readings, metering, taken_name CASCADE;
 DROP FUNCTION noop();
 DELETE FROM livewidget.sensor_data WHERE device_id = 'esp-1';
 DROP FUNCTION buffer_of(text);
+
+--
+-- A numeric of magnitude 1e308 or more is not finite for the buffer, at
+-- an insert as in a fill: a refill keeps what the inserts buffered.
+--
+CREATE TABLE huge_readings (device_id text, sensor_type text, value numeric,
+                            unit text, ts timestamptz);
+SELECT livewidget.attach('huge_readings');
+SELECT widget_id FROM livewidget.track('h1', 'v', 'huge',
+    'dddddddd-0000-4000-8000-000000000009', 5);
+INSERT INTO huge_readings VALUES
+    ('h1', 'v', 9.99e307, NULL, '2025-07-09 09:00:00+00'),
+    ('h1', 'v', 1e308, NULL, '2025-07-09 09:00:01+00'),
+    ('h1', 'v', -1e308, NULL, '2025-07-09 09:00:02+00');
+SELECT value FROM livewidget.samples('huge');
+SELECT livewidget.refill('huge');
+SELECT value FROM livewidget.samples('huge');
+SELECT livewidget.untrack('huge');
+SELECT livewidget.detach('huge_readings');
+DROP TABLE huge_readings;
