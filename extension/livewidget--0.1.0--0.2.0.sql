@@ -184,31 +184,14 @@ SELECT pg_catalog.pg_extension_config_dump('livewidget.rejected_message', '');
 SELECT pg_catalog.pg_extension_config_dump('livewidget.rejected_message_id_seq', '');
 
 --
--- The setting is read as text, so that it works in a session that has
--- not loaded the extension's library (which defines it).  Two lookups at
--- the ends of the key tell when there is nothing to remove.
+-- The trigger that keeps it bounded is in C: calling it loads the library,
+-- which defines livewidget.rejected_message_limit, so that only a role
+-- allowed to set that superuser setting changes the bound.
 --
 CREATE FUNCTION livewidget.trim_rejected_messages()
 RETURNS trigger
-AS $$
-DECLARE
-    keep bigint := greatest(coalesce(nullif(current_setting(
-                        'livewidget.rejected_message_limit', true), '')::bigint,
-                        10000), 0);
-    newest bigint;
-    oldest bigint;
-BEGIN
-    SELECT max(id), min(id) INTO newest, oldest FROM livewidget.rejected_message;
-    IF newest IS NULL OR newest - oldest < keep THEN
-        RETURN NULL;
-    END IF;
-    DELETE FROM livewidget.rejected_message
-     WHERE id <= (SELECT r.id FROM livewidget.rejected_message AS r
-                   ORDER BY r.id DESC OFFSET keep LIMIT 1);
-    RETURN NULL;
-END
-$$
-LANGUAGE plpgsql
+AS 'MODULE_PATHNAME', 'livewidget_trim_rejected_messages'
+LANGUAGE C
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
 

@@ -22,6 +22,7 @@
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type_d.h"
+#include "commands/trigger.h"
 #include "mb/pg_wchar.h"
 #include "nodes/parsenodes.h"
 #include "utils/array.h"
@@ -33,6 +34,8 @@
 #include "livewidget.h"
 
 PG_MODULE_MAGIC;
+
+PG_FUNCTION_INFO_V1(livewidget_trim_rejected_messages);
 
 void		_PG_init(void);
 
@@ -252,6 +255,23 @@ static const LwQuery lw_queries[LW_Q_COUNT] = {
 		0, {InvalidOid}
 	},
 
+	/*
+	 * LW_Q_REJECTED_SPAN: newest id minus oldest id of rejected_message,
+	 * from the two ends of its key; no more rows than that plus one
+	 */
+	[LW_Q_REJECTED_SPAN] = {
+		"SELECT max(id) - min(id) FROM livewidget.rejected_message",
+		0, {InvalidOid}
+	},
+
+	/* LW_Q_TRIM_REJECTED: keep the newest $1 rows of rejected_message */
+	[LW_Q_TRIM_REJECTED] = {
+		"DELETE FROM livewidget.rejected_message"
+		" WHERE id <= (SELECT r.id FROM livewidget.rejected_message AS r"
+		"               ORDER BY r.id DESC OFFSET $1 LIMIT 1)",
+		1, {INT8OID}
+	},
+
 	[LW_Q_INTEGER_KEY] = {
 		"SELECT a.attname"
 		"  FROM pg_catalog.pg_index AS i"
@@ -433,4 +453,39 @@ lw_cstring_array(char **strs, int n)
 	for (int i = 0; i < n; i++)
 		elems[i] = CStringGetTextDatum(strs[i]);
 	return lw_build_array(elems, NULL, n, TEXTOID);
+}
+
+/*
+ * livewidget_trim_rejected_messages
+ *		Trigger function, AFTER INSERT FOR EACH STATEMENT on
+ *		livewidget.rejected_message: remove the oldest rows beyond
+ *		livewidget.rejected_message_limit.
+ *
+ * In C so that calling it loads this library, which defines the setting:
+ * a value that a role without the right to set it left as a placeholder
+ * is refused then, and the limit is the one a superuser configured.
+ */
+Datum
+livewidget_trim_rejected_messages(PG_FUNCTION_ARGS)
+{
+	Datum		keep = Int64GetDatum((int64) lw_rejected_message_limit);
+	bool		isnull = true;
+	int64		span = 0;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("livewidget.trim_rejected_messages() must be called as a trigger")));
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	lw_execute(LW_Q_REJECTED_SPAN, NULL, NULL, true, SPI_OK_SELECT);
+	if (SPI_processed == 1)
+		span = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+										   SPI_tuptable->tupdesc, 1, &isnull));
+	if (!isnull && span >= lw_rejected_message_limit)
+		lw_execute(LW_Q_TRIM_REJECTED, &keep, NULL, false, SPI_OK_DELETE);
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed");
+	return PointerGetDatum(NULL);
 }

@@ -88,6 +88,8 @@ typedef enum LwQueryId
 	LW_Q_FIND_TRIGGER,
 	LW_Q_INTEGER_KEY,
 	LW_Q_EXTENSION_VERSION,
+	LW_Q_REJECTED_SPAN,
+	LW_Q_TRIM_REJECTED,
 	LW_Q_COUNT					/* number of queries, not a query */
 } LwQueryId;
 

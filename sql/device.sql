@@ -73,6 +73,22 @@ LOAD 'livewidget';
 SET livewidget.rejected_message_limit = -1;
 \set VERBOSITY default
 
+-- a role that may insert dead letters cannot move the bound: a value it
+-- sets before the library is loaded is refused when the trigger loads it
+INSERT INTO livewidget.rejected_message (topic, reason)
+SELECT 't', 'r' FROM generate_series(1, 5);
+CREATE ROLE lw_ingest LOGIN;
+GRANT INSERT ON livewidget.rejected_message TO lw_ingest;
+\set superuser :USER
+\c - lw_ingest
+SET livewidget.rejected_message_limit = 0;
+INSERT INTO livewidget.rejected_message (topic, reason) VALUES ('t', 'r');
+\c - :superuser
+SELECT count(*) AS kept FROM livewidget.rejected_message;
+DELETE FROM livewidget.rejected_message;
+REVOKE INSERT ON livewidget.rejected_message FROM lw_ingest;
+DROP ROLE lw_ingest;
+
 REVOKE EXECUTE ON FUNCTION livewidget.issue_device_token(text),
                            livewidget.device_token_valid(text, text),
                            livewidget.revoke_device_tokens(text) FROM lw_ops;
