@@ -240,15 +240,31 @@ class DemoProcess:
             # say what it was doing and what still runs, for the report
             pids = set(processes_mentioning(self.base))
             pids.update(p for p in self.printed_pids() if running(p))
+            pids.add(self.proc.pid)
             raise AssertionError(
                 "the demo did not exit within %d s; still running:\n%s"
-                "\n\ndemo output:\n%s" % (
-                    timeout, "\n".join("%d %s" % (p, _cmdline(p))
+                "\n\ndemo output:\n%s\n%s" % (
+                    timeout, "\n".join("%d %s %s" % (p, _state(p), _cmdline(p))
                                         for p in sorted(pids)),
-                    self.output())) from None
+                    self.output(), self.log_tails())) from None
         if self.reader is not None:
             self.reader.join(10)
         return status
+
+    def log_tails(self, lines=15):
+        """The last lines of every log in the demo's working directory."""
+        out = []
+        for root, _dirs, files in os.walk(self.base):
+            for name in sorted(files):
+                if name.endswith(".log"):
+                    path = os.path.join(root, name)
+                    try:
+                        with open(path, errors="replace") as f:
+                            tail = f.readlines()[-lines:]
+                    except OSError:
+                        continue
+                    out.append("--- %s\n%s" % (path, "".join(tail)))
+        return "\n".join(out)
 
     def leftovers(self):
         """Processes of this demo still running, and files it left."""
@@ -296,6 +312,17 @@ def remove_leftovers(base):
         _kill_leftover(pid, signal.SIGKILL)
     wait_until_gone(left, 10.0)
     shutil.rmtree(base, ignore_errors=True)
+
+
+def _state(pid):
+    """A process's state letter and what it waits in, from /proc."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        with open("/proc/%d/wchan" % pid) as f:
+            return "%s/%s" % (state, f.read().strip() or "-")
+    except OSError:
+        return "?"
 
 
 def _cmdline(pid):
