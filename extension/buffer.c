@@ -45,7 +45,6 @@
 
 #include <math.h>
 
-#include "catalog/namespace.h"
 #include "catalog/pg_type_d.h"
 #include "commands/trigger.h"
 #include "executor/executor.h"
@@ -53,7 +52,6 @@
 #include "utils/builtins.h"
 #include "utils/datetime.h"
 #include "utils/hsearch.h"
-#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/numeric.h"
 #include "utils/timestamp.h"
@@ -710,9 +708,10 @@ update_copy(WidgetBuffer *w, LwOrder *order)
 
 /*
  * buffer_widgets
- *		Take the locks of the statement's widgets, then buffer each one's
+ *		Take the locks of the transaction's widgets, then buffer each one's
  *		new readings.  Widgets without a state row were not made by
- *		track() and are not fed; they leave the list.
+ *		track() and are not fed; they leave the list, as all do when the
+ *		extension's tables are gone.
  */
 static void
 buffer_widgets(StatementWork *work)
@@ -728,6 +727,11 @@ buffer_widgets(StatementWork *work)
 	lw_lock_widgets(ids, work->nwidgets);
 
 	store = lw_store_open();
+	if (store == NULL)
+	{
+		work->nwidgets = 0;
+		return;
+	}
 	lw_store_identity(store, &state_file, &sample_file);
 	lw_order_begin(state_file, sample_file);
 
@@ -875,7 +879,7 @@ report_skipped(StatementWork *work, Relation rel)
  * them at commit.
  *
  * A transaction that dropped the extension after its inserts has no
- * buffers left to write.
+ * buffers left to write (lw_store_open() finds them gone).
  */
 void
 lw_buffer_write(LwPendingWidget *widgets, int n, LwLaterFn later, void *arg)
@@ -883,11 +887,6 @@ lw_buffer_write(LwPendingWidget *widgets, int n, LwLaterFn later, void *arg)
 	MemoryContext cxt;
 	MemoryContext oldcxt;
 	StatementWork work;
-	Oid			nsp = get_namespace_oid("livewidget", true);
-
-	if (!OidIsValid(nsp) ||
-		!OidIsValid(get_relname_relid("widget_state", nsp)))
-		return;
 
 	cxt = AllocSetContextCreate(CurrentMemoryContext,
 								"livewidget buffer write",

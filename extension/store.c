@@ -152,26 +152,13 @@ lw_lock_widgets(char **widget_ids, int n)
 	pfree(ids);
 }
 
-static Oid
-extension_relid(const char *name)
-{
-	Oid			relid = get_relname_relid(name,
-										  get_namespace_oid("livewidget", false));
-
-	if (!OidIsValid(relid))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_TABLE),
-				 errmsg("relation \"livewidget.%s\" does not exist", name)));
-	return relid;
-}
-
 static void
-open_table(StoreTable *t, const char *name, const char *const *columns,
-		   int ncolumns)
+open_table(StoreTable *t, Oid relid, const char *name,
+		   const char *const *columns, int ncolumns)
 {
 	Oid			keyoid;
 
-	t->rel = table_open(extension_relid(name), RowExclusiveLock);
+	t->rel = table_open(relid, RowExclusiveLock);
 	keyoid = RelationGetPrimaryKeyIndex(t->rel);
 	if (!OidIsValid(keyoid))
 		ereport(ERROR,
@@ -249,20 +236,36 @@ close_table(StoreTable *t)
 
 /*
  * lw_store_open
- *		Open both tables for a statement's buffer work.  The caller holds
- *		the locks of every widget it will touch: the snapshot taken here
- *		must show their last writers' commits.
+ *		Open both tables for a commit's buffer work; NULL when the
+ *		extension's schema or either table is gone (the transaction
+ *		dropped the extension after its inserts: nothing is left to
+ *		write).  The caller holds the locks of every widget it will touch:
+ *		the snapshot taken here must show their last writers' commits.
  */
 LwStore *
 lw_store_open(void)
 {
-	LwStore    *s = palloc0(sizeof(LwStore));
+	Oid			nsp = get_namespace_oid("livewidget", true);
+	Oid			state_relid = InvalidOid;
+	Oid			sample_relid = InvalidOid;
+	LwStore    *s;
 
+	if (OidIsValid(nsp))
+	{
+		state_relid = get_relname_relid("widget_state", nsp);
+		sample_relid = get_relname_relid("widget_sample", nsp);
+	}
+	if (!OidIsValid(state_relid) || !OidIsValid(sample_relid))
+		return NULL;
+
+	s = palloc0(sizeof(LwStore));
 	s->estate = CreateExecutorState();
 	s->snapshot = RegisterSnapshot(GetLatestSnapshot());
 	s->cid = GetCurrentCommandId(true);
-	open_table(&s->state, "widget_state", state_columns, STATE_NCOLS);
-	open_table(&s->sample, "widget_sample", sample_columns, SAMPLE_NCOLS);
+	open_table(&s->state, state_relid, "widget_state", state_columns,
+			   STATE_NCOLS);
+	open_table(&s->sample, sample_relid, "widget_sample", sample_columns,
+			   SAMPLE_NCOLS);
 	return s;
 }
 
